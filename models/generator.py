@@ -1,0 +1,100 @@
+"""The 3D SRResNet-style generator of Sánchez & Vilaplana (MIDL 2018), with switchable modern parts."""
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.upsample import make_upsampler
+
+Grid = Literal["corner", "centre"]
+
+
+def upsample_linear(x: torch.Tensor, scale_factor: int, grid: Grid) -> torch.Tensor:
+    """Trilinear upsampling that honours the grid convention of the degradation (PROTOCOL.md).
+
+    "centre": LR voxel m sits at HR position s*m + (s-1)/2, which is `align_corners=False`.
+    "corner": LR voxel m sits at HR position s*m; HR voxel j reads LR coordinate j/s, and the last s-1
+    HR voxels, past the last LR centre, repeat the edge.
+    """
+    s = scale_factor
+    if grid == "centre":
+        return F.interpolate(x, scale_factor=s, mode="trilinear", align_corners=False)
+    if grid == "corner":
+        d, h, w = x.shape[-3:]
+        padded = F.pad(x, (0, 1, 0, 1, 0, 1), mode="replicate")
+        # Size n+1 -> s*n+1 with align_corners=True maps output j to input j/s exactly.
+        up = F.interpolate(padded, size=(s * d + 1, s * h + 1, s * w + 1), mode="trilinear", align_corners=True)
+        return up[..., : s * d, : s * h, : s * w]
+    raise ValueError(f"unknown grid convention {grid!r}; choose 'corner' or 'centre'")
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, channels: int, batch_norm: bool) -> None:
+        super().__init__()
+        norm = (lambda: nn.BatchNorm3d(channels)) if batch_norm else nn.Identity
+        self.body = nn.Sequential(
+            nn.Conv3d(channels, channels, 3, padding=1, bias=not batch_norm),
+            norm(),
+            nn.LeakyReLU(0.2),
+            nn.Conv3d(channels, channels, 3, padding=1, bias=not batch_norm),
+            norm(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Generator3D(nn.Module):
+    """Head conv, residual trunk with a long skip, one x2 upsampler per factor of 2, output conv.
+
+    `batch_norm=True, global_skip=False` is the seed's layout. The defaults drop batch norm (it hurts
+    regression at small batch sizes) and add the trilinear upsampled input to the output, with the
+    output conv starting at zero, so an untrained generator already equals linear interpolation and
+    training only has to learn the residual detail.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        base_channels: int = 32,
+        num_blocks: int = 6,
+        scale_factor: int = 2,
+        upsampler: str = "subpixel_icnr",
+        batch_norm: bool = False,
+        global_skip: bool = True,
+        grid: Grid = "corner",
+    ) -> None:
+        super().__init__()
+        if scale_factor not in (2, 4):
+            raise ValueError(f"scale_factor must be 2 or 4, got {scale_factor}")
+        self.scale_factor = scale_factor
+        self.global_skip = global_skip
+        self.grid = grid
+        f = base_channels
+        self.head = nn.Sequential(nn.Conv3d(in_channels, f, 3, padding=1), nn.LeakyReLU(0.2))
+        self.trunk = nn.Sequential(
+            *(ResidualBlock(f, batch_norm) for _ in range(num_blocks)),
+            nn.Conv3d(f, f, 3, padding=1, bias=not batch_norm),
+            nn.BatchNorm3d(f) if batch_norm else nn.Identity(),
+        )
+        self.upsample = nn.Sequential(
+            *(
+                nn.Sequential(make_upsampler(upsampler, f, 2), nn.LeakyReLU(0.2))
+                for _ in range(scale_factor.bit_length() - 1)
+            )
+        )
+        self.tail = nn.Conv3d(f, in_channels, 3, padding=1)
+        if global_skip:
+            nn.init.zeros_(self.tail.weight)
+            nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, D, H, W) -> (B, C, s*D, s*H, s*W)
+        features = self.head(x)
+        features = features + self.trunk(features)
+        out = self.tail(self.upsample(features))
+        if self.global_skip:
+            out = out + upsample_linear(x, self.scale_factor, self.grid)
+        return out
