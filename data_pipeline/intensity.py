@@ -1,0 +1,26 @@
+"""Intensity normalisation stored with the model, so output comes back in the input's units."""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IntensityNorm:
+    """Divide by a high percentile of the LR volume's foreground.
+
+    Computed from the LR volume, because that is all inference has. The foreground (voxels above 1%
+    of the maximum) keeps the empty background of skull-stripped scans from dragging the percentile.
+    """
+
+    percentile: float = 99.5
+
+    def scale_of(self, lr: np.ndarray) -> float:
+        foreground = lr[lr > 0.01 * lr.max()]
+        scale = float(np.percentile(foreground if foreground.size else lr, self.percentile))
+        if not scale > 0:
+            raise ValueError(f"intensity scale {scale} is not positive; is the volume all negative?")
+        return scale
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,117 @@
+"""Reading and writing NIfTI volumes, with one clear line for each way an input can be unusable."""
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class VolumeError(ValueError):
+    """An input volume that cannot be used; the message names the file and the problem on one line."""
+
+    def __init__(self, source: str | Path, problem: str) -> None:
+        super().__init__(f"{source}: {problem}")
+        self.source = str(source)
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Volume:
+    data: np.ndarray  # (X, Y, Z) float32, in the file's intensity units
+    affine: np.ndarray  # (4, 4) voxel -> world (mm)
+    header: nib.Nifti1Header
+    source: str
+
+
+def is_nifti_path(path: str | Path) -> bool:
+    return str(path).endswith(NIFTI_SUFFIXES)
+
+
+def read_volume(path: str | Path, min_shape: tuple[int, int, int] | None = None) -> Volume:
+    """Load and validate a 3D NIfTI volume (.nii or .nii.gz) from disk."""
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeError(path, "no such file")
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises many types for unreadable files; all mean the same here
+        raise VolumeError(path, f"not a NIfTI file ({_reason(err)})") from None
+    return _validated(img, path, min_shape)
+
+
+def volume_from_bytes(content: bytes, source: str, min_shape: tuple[int, int, int] | None = None) -> Volume:
+    """Validate a NIfTI volume held in memory (Ray Data hands over file contents, not paths)."""
+    try:
+        if content[:2] == b"\x1f\x8b":
+            content = gzip.decompress(content)
+    except (OSError, EOFError, zlib.error) as err:
+        raise VolumeError(source, f"truncated or corrupt gzip data ({_reason(err)})") from None
+    img = None
+    for image_class in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            img = image_class.from_bytes(content)
+            break
+        except Exception:
+            continue
+    if img is None:
+        raise VolumeError(source, "not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
+    return _validated(img, source, min_shape)
+
+
+def _reason(err: BaseException) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0][:200] or type(err).__name__
+
+
+def _validated(img: nib.spatialimages.SpatialImage, source: str | Path, min_shape: tuple[int, int, int] | None) -> Volume:
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise VolumeError(source, f"not a NIfTI file (read as {type(img).__name__})")
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    elif len(shape) == 4:
+        raise VolumeError(source, f"4D image with {shape[3]} volumes; give one 3D volume")
+    if len(shape) > 4:
+        raise VolumeError(source, f"{len(shape)}D image of shape {shape}; give one 3D volume")
+    if len(shape) < 3 or min(shape) < 2:
+        raise VolumeError(source, f"2D image of shape {img.shape}; a 3D volume is needed")
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise VolumeError(source, f"truncated or corrupt image data ({_reason(err)})") from None
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise VolumeError(source, f"{bad} NaN or Inf voxels")
+    if data.min() == data.max():
+        raise VolumeError(source, f"constant volume (every voxel is {data.flat[0]:g})")
+    if min_shape is not None and any(n < m for n, m in zip(shape, min_shape)):
+        raise VolumeError(source, f"shape {shape} is smaller than one patch {tuple(min_shape)}")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise VolumeError(source, "singular voxel-to-world affine (zero or non-finite voxel axes)")
+    return Volume(data=data, affine=affine, header=img.header, source=str(source))
+
+
+def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, like: nib.Nifti1Header | None = None) -> None:
+    """Write float32 data with `affine`, keeping the sform/qform codes of the header `like`.
+
+    `Nifti1Image(data, affine, header=like)` would reset sform_code to 2 and keep the input's on-disk
+    dtype (a uint8 input would quantise the output), so both are set explicitly.
+    """
+    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
+    sform_code = int(like["sform_code"]) if like is not None else 2
+    qform_code = int(like["qform_code"]) if like is not None else 0
+    if sform_code == 0 and qform_code == 0:
+        # The input had no orientation; nibabel read it with a default affine, which the output
+        # must state explicitly or the upsampled grid's shift is lost.
+        sform_code = 2
+    img.set_sform(affine, code=sform_code)
+    img.set_qform(affine, code=qform_code)
+    img.set_data_dtype(np.float32)
+    if like is not None:
+        img.header.set_xyzt_units(*like.get_xyzt_units())
+    nib.save(img, str(path))
