@@ -1,0 +1,134 @@
+"""Typed configuration: one dataclass per concern, composed into `Config`, turned into a dict one way.
+
+Searched settings (everything here) and infrastructure settings (workers, GPUs, storage: see
+`hpo/search.py`) live apart. Keys are dotted field names, `"optim.lr_g"`; unknown keys fail loudly.
+"""
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from data_pipeline.degrade import DEGRADATIONS
+from models.upsample import UPSAMPLERS
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    degradation: str = "gaussian"
+    scale_factor: int = 2
+    patch_size: int = 16  # side of an LR training patch; the HR patch is scale_factor times larger
+    batch_size: int = 8
+    foreground_fraction: float = 0.9  # share of patches centred on brain rather than anywhere
+    intensity_percentile: float = 99.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base_channels: int = 32
+    num_blocks: int = 4
+    upsampler: str = "subpixel_icnr"
+    batch_norm: bool = False
+    global_skip: bool = True
+    disc_channels: int = 32
+    disc_layers: int = 3
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr_g: float = 5e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.99
+    min_lr_fraction: float = 0.05  # cosine decay ends at this fraction of the initial rates
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    content: Literal["mse", "l1"] = "l1"
+    content_weight: float = 1.0
+    gradient_weight: float = 0.5
+    adversarial_weight: float = 1e-3  # 0 trains no discriminator at all
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    time_budget_s: float = 480.0  # training stops at whichever of the two budgets comes first
+    max_steps: int = 0  # 0: no step limit
+    eval_every: int = 250
+    seed: int = 0
+    # auto: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.degradation not in DEGRADATIONS:
+            raise ValueError(f"data.degradation: {self.data.degradation!r} is not one of {', '.join(DEGRADATIONS)}")
+        if self.data.scale_factor not in (2, 4):
+            raise ValueError(f"data.scale_factor must be 2 or 4, got {self.data.scale_factor}")
+        if self.model.upsampler not in UPSAMPLERS:
+            raise ValueError(f"model.upsampler: {self.model.upsampler!r} is not one of {', '.join(UPSAMPLERS)}")
+        if self.loss.content not in ("mse", "l1"):
+            raise ValueError(f"loss.content must be 'mse' or 'l1', got {self.loss.content!r}")
+        if self.train.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"train.precision must be auto, fp32 or bf16, got {self.train.precision!r}")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """{"optim.lr_g": 5e-4, ...}: the form MLflow parameters and search spaces use."""
+        return {f"{group}.{key}": value for group, values in self.to_dict().items() for key, value in values.items()}
+
+    @classmethod
+    def from_dict(cls, nested: dict[str, dict[str, Any]]) -> "Config":
+        return cls().override(
+            {f"{group}.{key}": value for group, values in nested.items() for key, value in values.items()}
+        )
+
+    def override(self, flat: dict[str, Any]) -> "Config":
+        """A copy with dotted keys replaced; a key that is not a config field raises."""
+        groups: dict[str, dict[str, Any]] = {}
+        for dotted, value in flat.items():
+            group, _, key = dotted.partition(".")
+            section = getattr(self, group, None) if group in _GROUPS else None
+            if section is None or key not in {f.name for f in fields(section)}:
+                raise KeyError(f"unknown config key {dotted!r}; known keys: {', '.join(sorted(self.flat()))}")
+            groups.setdefault(group, {})[key] = _coerce(getattr(section, key), value, dotted)
+        return replace(self, **{g: replace(getattr(self, g), **kv) for g, kv in groups.items()})
+
+
+_GROUPS = {f.name for f in fields(Config)}
+
+
+def _coerce(current: Any, value: Any, key: str) -> Any:
+    """Command-line strings take the type of the field's current value."""
+    if not isinstance(value, str) or isinstance(current, str):
+        return type(current)(value) if isinstance(current, float) and isinstance(value, int) else value
+    if isinstance(current, bool):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    try:
+        return type(current)(value)
+    except ValueError:
+        raise ValueError(f"{key}: expected a {type(current).__name__}, got {value!r}") from None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """["optim.lr_g=1e-3", ...] from `--set` flags."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set wants KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,33 @@
+"""Paths, devices and thread counts, read in one place."""
+
+import os
+from pathlib import Path
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name}: this machine has no CUDA GPU")
+    return device
+
+
+def set_threads(cpus: float | None = None) -> int:
+    """Give torch the CPUs this process was granted (Ray sets OMP_NUM_THREADS only when unset)."""
+    count = max(1, int(cpus if cpus is not None else len(os.sched_getaffinity(0))))
+    torch.set_num_threads(count)
+    return count
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix units (AVX512-BF16 or AMX): there bf16 autocast about doubles conv speed."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -1,0 +1,126 @@
+"""Super-resolve a NIfTI scan: `python hpo/superresolve.py IN.nii[.gz] OUT.nii.gz --checkpoint DIR`.
+
+The output has s times the input's shape, float32 voxels in the input's intensity units, and the
+affine and sform/qform codes that put it exactly over the input in any viewer (PROTOCOL.md): the
+grid convention comes from the degradation the model was trained with, recorded in its checkpoint.
+`--model models:/NAME@ALIAS` (or `runs:/RUN_ID/generator`) loads a generator logged to MLflow.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from data_pipeline.geometry import upsampled_affine
+from data_pipeline.intensity import IntensityNorm
+from data_pipeline.nifti import Volume, VolumeError, read_volume, write_volume
+from hpo.runtime import pick_device, set_threads
+from models.checkpoint import CONFIG_FILE, load_generator
+from models.inference import sliding_window_superresolve
+
+
+def superresolve_volume(
+    generator: nn.Module,
+    meta: dict[str, Any],
+    volume: Volume,
+    device: torch.device | str = "cpu",
+    roi_size: int = 32,
+    batch_size: int = 4,
+    overlap: float = 0.25,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(SR data in the input's units, its affine)."""
+    device = torch.device(device)
+    scale = IntensityNorm(**meta["intensity"]).scale_of(volume.data)
+    lr = torch.from_numpy(volume.data / scale)[None, None]  # (1, 1, X, Y, Z)
+    sr = sliding_window_superresolve(
+        generator.to(device),
+        lr,
+        meta["scale_factor"],
+        meta["grid"],
+        roi_size=roi_size,
+        batch_size=batch_size,
+        overlap=overlap,
+        device=device,
+        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        progress=progress,
+    )
+    return sr[0, 0].numpy() * scale, upsampled_affine(volume.affine, meta["scale_factor"], meta["grid"])
+
+
+def find_checkpoint(root: Path) -> Path:
+    """The folder holding config.json: the root itself, or one level down in an MLflow model."""
+    if (root / CONFIG_FILE).is_file():
+        return root
+    found = sorted(root.rglob(CONFIG_FILE))
+    if not found:
+        raise FileNotFoundError(f"{root}: no checkpoint ({CONFIG_FILE}) inside")
+    return found[0].parent
+
+
+def fetch_model(uri: str, into: Path) -> Path:
+    """Download an MLflow model (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...) and find its checkpoint."""
+    import mlflow  # only this path needs MLflow
+
+    from hpo.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into))
+    return find_checkpoint(Path(local))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", type=Path, help="low-resolution NIfTI volume (.nii or .nii.gz)")
+    parser.add_argument("output", type=Path, help="where to write the super-resolved volume (.nii.gz)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a checkpoint folder written by hpo/train.py or a search")
+    source.add_argument("--model", help="an MLflow model URI, e.g. models:/mri-sr-generator@champion")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:1")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--roi-size", type=int, default=32, help="side of an input window, in LR voxels")
+    parser.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring windows (0 to <1)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not 0 <= args.overlap < 1:
+        print(f"error: --overlap must be in [0, 1), got {args.overlap}", file=sys.stderr)
+        return 2
+    device = pick_device(args.device)
+    set_threads()
+    with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
+        try:
+            checkpoint = args.checkpoint if args.checkpoint else fetch_model(args.model, Path(tmp))
+            generator, meta = load_generator(find_checkpoint(Path(checkpoint)), map_location="cpu")
+        except Exception as err:  # any failure to obtain a model is reported on one line
+            print(f"error: cannot load the model: {err}".splitlines()[0], file=sys.stderr)
+            return 2
+    try:
+        volume = read_volume(args.input)
+    except VolumeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    s = meta["scale_factor"]
+    start = time.perf_counter()
+    data, affine = superresolve_volume(
+        generator, meta, volume, device, args.roi_size, args.batch_size, args.overlap, progress=not args.no_progress
+    )
+    write_volume(args.output, data, affine, like=volume.header)
+    print(
+        f"{args.input} {volume.data.shape} -> {args.output} {data.shape}: x{s}, {meta['degradation']} "
+        f"({meta['grid']} grid), {time.perf_counter() - start:.1f}s on {device}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
