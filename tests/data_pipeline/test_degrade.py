@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from data_pipeline.degrade import DEGRADATIONS, crop_to_multiple, get_degradation
+from data_pipeline.interpolate import interpolate
+
+
+def ramp(n: int) -> np.ndarray:
+    """Value = x coordinate (HR voxel index), constant in y and z."""
+    return np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None], (n, 8, 8)).copy()
+
+
+@pytest.mark.parametrize("name", DEGRADATIONS)
+@pytest.mark.parametrize("s", [2, 4])
+def test_shapes_and_dtype(name, s):
+    hr = np.random.default_rng(0).random((16, 24, 8), dtype=np.float32)
+    lr = get_degradation(name)(hr, s)
+    assert lr.shape == (16 // s, 24 // s, 8 // s) and lr.dtype == np.float32
+
+
+@pytest.mark.parametrize("s", [2, 4])
+def test_gaussian_samples_the_corner_grid(s):
+    lr = get_degradation("gaussian")(ramp(32), s)
+    m = np.arange(3, 32 // s - 2)  # away from the faces, where the blur meets the edge
+    assert get_degradation("gaussian").grid == "corner"
+    assert np.allclose(lr[m, 1, 1], s * m, atol=1e-4)
+
+
+@pytest.mark.parametrize("s", [2, 4])
+def test_blockmean_samples_the_centre_grid(s):
+    lr = get_degradation("blockmean")(ramp(32), s)
+    m = np.arange(32 // s)
+    assert get_degradation("blockmean").grid == "centre"
+    assert np.allclose(lr[:, 1, 1], s * m + (s - 1) / 2)
+
+
+@pytest.mark.parametrize("s", [2, 4])
+def test_kspace_samples_the_corner_grid(s):
+    n = 32
+    x = np.arange(n)
+    wave = 2.0 + np.cos(2 * np.pi * 3 * x / n)  # periodic and band-limited: kept whole by the crop
+    hr = np.broadcast_to(wave[:, None, None], (n, 8, 8)).astype(np.float32)
+    lr = get_degradation("kspace")(hr, s)
+    assert get_degradation("kspace").grid == "corner"
+    assert np.allclose(lr[:, 1, 1], wave[::s], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "blockmean"])  # k-space rings on a non-periodic ramp
+def test_linear_interpolation_on_the_declared_grid_undoes_a_ramp(name):
+    degradation = get_degradation(name)
+    hr = ramp(32)
+    sr = interpolate(degradation(hr, 2), 2, degradation.grid, "linear")
+    inner = slice(4, 28)  # interpolation clamps at the faces
+    assert np.allclose(sr[inner, 4, 4], hr[inner, 4, 4], atol=0.05)
+    wrong = {"corner": "centre", "centre": "corner"}[degradation.grid]
+    assert not np.allclose(interpolate(degradation(hr, 2), 2, wrong, "linear")[inner, 4, 4], hr[inner, 4, 4], atol=0.05)
+
+
+def test_crop_to_multiple_and_unknown_names():
+    assert crop_to_multiple(np.zeros((9, 10, 11)), 2).shape == (8, 10, 10)
+    with pytest.raises(ValueError, match="multiple"):
+        get_degradation("gaussian")(np.zeros((9, 10, 10), np.float32), 2)
+    with pytest.raises(ValueError, match="unknown degradation"):
+        get_degradation("bilinear")

@@ -1,0 +1,31 @@
+import pytest
+
+from hpo.config import Config, parse_overrides
+
+
+def test_round_trip_and_flat_keys():
+    config = Config().override({"optim.lr_g": 1e-3, "model.upsampler": "resize_conv"})
+    assert Config.from_dict(config.to_dict()) == config
+    assert config.flat()["optim.lr_g"] == 1e-3 and config.flat()["model.upsampler"] == "resize_conv"
+
+
+def test_unknown_keys_fail_loudly():
+    with pytest.raises(KeyError, match="optim.lr_gen"):
+        Config().override({"optim.lr_gen": 1e-3})
+    with pytest.raises(KeyError, match="optimizer.lr_g"):
+        Config().override({"optimizer.lr_g": 1e-3})
+
+
+def test_command_line_strings_take_the_field_type():
+    config = Config().override(parse_overrides(["optim.lr_g=2e-4", "model.batch_norm=true", "data.patch_size=12"]))
+    assert config.optim.lr_g == 2e-4 and config.model.batch_norm is True and config.data.patch_size == 12
+    with pytest.raises(ValueError, match="model.batch_norm"):
+        Config().override({"model.batch_norm": "maybe"})
+
+
+@pytest.mark.parametrize(
+    "key, value", [("model.upsampler", "bicubic"), ("data.degradation", "box"), ("data.scale_factor", 3)]
+)
+def test_invalid_values(key, value):
+    with pytest.raises(ValueError):
+        Config().override({key: value})

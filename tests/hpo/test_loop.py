@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipeline.dataset import patch_batches
+from hpo.config import Config
+from hpo.loop import train
+from models.checkpoint import load_checkpoint
+
+TINY = {
+    "model.base_channels": 4,
+    "model.num_blocks": 1,
+    "model.disc_channels": 4,
+    "model.disc_layers": 2,
+    "data.patch_size": 4,
+    "data.batch_size": 2,
+    "train.max_steps": 4,
+    "train.eval_every": 2,
+}
+
+
+def random_batches(seed=0):
+    rng = np.random.default_rng(seed)
+    while True:
+        hr = rng.random((2, 1, 8, 8, 8), dtype=np.float32)
+        yield hr[:, :, ::2, ::2, ::2].copy(), hr
+
+
+class Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, metrics, checkpoint):
+        assert checkpoint is not None
+        meta, state = load_checkpoint(checkpoint)  # must be readable while report runs
+        self.calls.append((metrics, meta, state))
+
+
+def test_reports_metrics_and_a_checkpoint_every_evaluation():
+    recorder = Recorder()
+    final = train(Config().override(TINY), random_batches(), lambda g: {"val/psnr": 30.0}, recorder)
+    assert [int(m["step"]) for m, _, _ in recorder.calls] == [2, 4]
+    metrics, meta, state = recorder.calls[-1]
+    assert final == metrics and metrics["val/psnr"] == 30.0
+    assert {"train/loss_g", "train/loss_d", "train/content", "train/gradient", "train/adversarial"} <= metrics.keys()
+    assert meta["grid"] == "corner" and meta["scale_factor"] == 2 and meta["generator"]["base_channels"] == 4
+    assert state["step"] == 4 and "discriminator" in state
+    json.dumps(meta)  # the config is JSON, not pickles
+
+
+def test_discriminator_and_generator_both_learn():
+    recorder = Recorder()
+    config = Config().override(TINY)
+    train(config, random_batches(), None, recorder)
+    _, _, first = recorder.calls[0]
+    _, _, last = recorder.calls[-1]
+    changed = lambda a, b: any(not torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert changed(first["generator"], last["generator"])
+    assert changed(first["discriminator"], last["discriminator"])
+
+
+def test_without_adversarial_weight_there_is_no_discriminator():
+    recorder = Recorder()
+    train(Config().override(TINY | {"loss.adversarial_weight": 0.0}), random_batches(), None, recorder)
+    metrics, _, state = recorder.calls[-1]
+    assert "discriminator" not in state and "train/loss_d" not in metrics
+
+
+def test_resumes_from_a_checkpoint(tmp_path):
+    config = Config().override(TINY)
+
+    def keep(metrics, checkpoint):
+        if metrics["step"] == 2:
+            for name in ("config.json", "state.pt"):
+                (tmp_path / name).write_bytes((checkpoint / name).read_bytes())
+
+    train(config, random_batches(), None, keep)
+    recorder = Recorder()
+    train(config, random_batches(1), None, recorder, resume_from=tmp_path)
+    assert [int(m["step"]) for m, _, _ in recorder.calls] == [4]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precisions_run_on_cpu(precision):
+    recorder = Recorder()
+    train(Config().override(TINY | {"train.precision": precision, "train.max_steps": 2}), random_batches(), None, recorder)
+    assert np.isfinite(recorder.calls[-1][0]["train/loss_g"])
+
+
+def test_real_patches_feed_the_loop(anatomical):
+    from data_pipeline.dataset import load_pairs, resolve_inputs
+    from data_pipeline.intensity import IntensityNorm
+
+    train_pairs, _ = load_pairs(resolve_inputs([str(anatomical)]), "gaussian", 2, 4, IntensityNorm())
+    recorder = Recorder()
+    train(Config().override(TINY), patch_batches(train_pairs, 2, 4, 2, seed=0), None, recorder)
+    assert len(recorder.calls) == 2

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from models import UPSAMPLERS, Generator3D, upsample_linear
+
+
+@pytest.mark.parametrize("upsampler", UPSAMPLERS)
+@pytest.mark.parametrize("s", [2, 4])
+def test_output_shape_for_every_upsampler(upsampler, s):
+    g = Generator3D(base_channels=4, num_blocks=1, scale_factor=s, upsampler=upsampler)
+    assert g(torch.randn(2, 1, 6, 7, 5)).shape == (2, 1, 6 * s, 7 * s, 5 * s)
+
+
+def test_seed_layout_batch_norm_without_global_skip():
+    g = Generator3D(base_channels=4, num_blocks=2, batch_norm=True, global_skip=False, upsampler="subpixel")
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in g.modules())
+    x = torch.randn(2, 1, 6, 6, 6)
+    assert g(x).shape == (2, 1, 12, 12, 12)
+    assert not torch.allclose(g(x), upsample_linear(x, 2, "corner"))
+
+
+@pytest.mark.parametrize("grid", ["corner", "centre"])
+def test_untrained_generator_with_global_skip_is_linear_interpolation(grid):
+    g = Generator3D(base_channels=4, num_blocks=1, grid=grid)
+    x = torch.randn(1, 1, 5, 6, 7)
+    assert torch.allclose(g(x), upsample_linear(x, 2, grid))
+
+
+@pytest.mark.parametrize("s", [2, 4])
+def test_upsample_linear_follows_the_grid_convention(s):
+    n = 6
+    ramp = torch.arange(n, dtype=torch.float32).view(1, 1, n, 1, 1).expand(1, 1, n, 2, 2).contiguous()
+    j = torch.arange(s * n, dtype=torch.float32)
+    corner = upsample_linear(ramp, s, "corner")[0, 0, :, 0, 0]
+    # Corner: HR voxel j reads LR coordinate j/s (clamped past the last LR centre).
+    assert torch.allclose(corner, (j / s).clamp(max=n - 1))
+    centre = upsample_linear(ramp, s, "centre")[0, 0, :, 0, 0]
+    # Centre: HR voxel j reads LR coordinate (j - (s-1)/2)/s (clamped at both faces).
+    assert torch.allclose(centre, ((j - (s - 1) / 2) / s).clamp(0, n - 1))
+
+
+def test_rejects_scale_factor_3():
+    with pytest.raises(ValueError, match="scale_factor"):
+        Generator3D(scale_factor=3)
