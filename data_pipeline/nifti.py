@@ -37,11 +37,9 @@ def read_volume(path: str | Path, min_shape: tuple[int, int, int] | None = None)
     path = Path(path)
     if not path.is_file():
         raise VolumeError(path, "no such file")
-    try:
-        img = nib.load(path)
-    except Exception as err:  # nibabel raises many types for unreadable files; all mean the same here
-        raise VolumeError(path, f"not a NIfTI file ({_reason(err)})") from None
-    return _validated(img, path, min_shape)
+    # The whole file goes through the in-memory reader: decompressing it in one go checks the
+    # gzip CRC, which nibabel's lazy reads skip (a corrupt stream then shows up as NaNs or worse).
+    return volume_from_bytes(path.read_bytes(), str(path), min_shape)
 
 
 def volume_from_bytes(content: bytes, source: str, min_shape: tuple[int, int, int] | None = None) -> Volume:
@@ -56,7 +54,7 @@ def volume_from_bytes(content: bytes, source: str, min_shape: tuple[int, int, in
         try:
             img = image_class.from_bytes(content)
             break
-        except Exception:
+        except Exception:  # nibabel raises many types for a header it cannot parse
             continue
     if img is None:
         raise VolumeError(source, "not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
