@@ -7,21 +7,32 @@ With several volumes, whole volumes are held out instead.
 """
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from data_pipeline.default_data import default_volume_paths
 from data_pipeline.degrade import crop_to_multiple, get_degradation
 from data_pipeline.intensity import IntensityNorm
-from data_pipeline.nifti import Volume, VolumeError, is_nifti_path, read_volume
+from data_pipeline.nifti import Volume, VolumeError, is_nifti_path, is_uri, read_volume
 from data_pipeline.patches import PatchSampler, Region, full_region
 
 VALIDATION_FRACTION = 0.3
 GAP_HR_VOXELS = 16
 HOLD_OUT_EVERY = 5  # with several volumes, every 5th one validates
+
+Part = Literal["whole", "train", "validation"]
+
+
+@dataclass(frozen=True)
+class SplitItem:
+    """One volume and the part of it that one side of the split may use."""
+
+    path: str
+    part: Part
 
 
 @dataclass(frozen=True)
@@ -35,30 +46,56 @@ class VolumePair:
     region: Region  # LR voxels this pair may use (the split)
 
 
-def resolve_inputs(data: list[str] | None) -> list[Path]:
-    """NIfTI files from files and folders (searched recursively), or the embedded default."""
+def resolve_inputs(data: list[str] | None) -> list[str]:
+    """NIfTI files from files, folders (searched recursively) and object-store prefixes, or the default."""
     if not data:
-        return default_volume_paths()
-    paths: list[Path] = []
+        return [str(p) for p in default_volume_paths()]
+    paths: list[str] = []
     for item in data:
+        if is_uri(item):
+            paths += _list_uri(item)
+            continue
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_nifti_path(p))
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_nifti_path(p))
             if not found:
                 raise FileNotFoundError(f"{path}: folder holds no .nii or .nii.gz files")
             paths += found
         elif path.exists():
-            paths.append(path)
+            paths.append(str(path))
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
     return paths
 
 
-def prepare_pair(volume: Volume, degradation: str, scale_factor: int, norm: IntensityNorm) -> tuple[np.ndarray, np.ndarray, float]:
-    hr = crop_to_multiple(volume.data, scale_factor)
-    lr = get_degradation(degradation)(hr, scale_factor)
-    scale = norm.scale_of(lr)
-    return lr / scale, hr / scale, scale
+def _list_uri(uri: str) -> list[str]:
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(uri)
+    info = filesystem.get_file_info(inner)
+    if info.type == fs.FileType.File:
+        return [uri]
+    if info.type == fs.FileType.NotFound:
+        raise FileNotFoundError(f"{uri}: no such object or prefix")
+    scheme = uri.split("://", 1)[0]
+    found = sorted(
+        f"{scheme}://{f.path}"
+        for f in filesystem.get_file_info(fs.FileSelector(inner, recursive=True))
+        if f.type == fs.FileType.File and is_nifti_path(f.path)
+    )
+    if not found:
+        raise FileNotFoundError(f"{uri}: prefix holds no .nii or .nii.gz files")
+    return found
+
+
+def plan_split(paths: list[str]) -> tuple[list[SplitItem], list[SplitItem]]:
+    """(training items, validation items) for the usable volumes, in a fixed order."""
+    if len(paths) == 1:
+        return [SplitItem(paths[0], "train")], [SplitItem(paths[0], "validation")]
+    held_out = {i for i in range(len(paths)) if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1} or {len(paths) - 1}
+    train = [SplitItem(p, "whole") for i, p in enumerate(paths) if i not in held_out]
+    validation = [SplitItem(p, "whole") for i, p in enumerate(paths) if i in held_out]
+    return train, validation
 
 
 def split_single(lr_shape: tuple[int, int, int], scale_factor: int) -> tuple[Region, Region]:
@@ -72,44 +109,50 @@ def split_single(lr_shape: tuple[int, int, int], scale_factor: int) -> tuple[Reg
     return ((0, x), (0, train_stop), (0, z)), ((0, x), (val_start, y), (0, z))
 
 
+def region_of(part: Part, lr_shape: tuple[int, int, int], scale_factor: int) -> Region:
+    if part == "whole":
+        return full_region(lr_shape)
+    train, validation = split_single(lr_shape, scale_factor)
+    return train if part == "train" else validation
+
+
+def make_pair(volume: Volume, part: Part, degradation: str, scale_factor: int, norm: IntensityNorm) -> VolumePair:
+    hr = crop_to_multiple(volume.data, scale_factor)
+    lr = get_degradation(degradation)(hr, scale_factor)
+    scale = norm.scale_of(lr)
+    return VolumePair(volume.source, lr / scale, hr / scale, scale, region_of(part, lr.shape, scale_factor))
+
+
+def min_shape_for(scale_factor: int, patch_size: int) -> tuple[int, int, int]:
+    """The smallest usable HR volume: one training patch."""
+    return (scale_factor * patch_size,) * 3
+
+
 def load_pairs(
-    paths: list[Path],
+    paths: list[str],
     degradation: str,
     scale_factor: int,
     patch_size: int,
     norm: IntensityNorm,
-    log=lambda msg: print(msg, file=sys.stderr),
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> tuple[list[VolumePair], list[VolumePair]]:
     """Read, validate and degrade every volume; unusable ones are reported and skipped.
 
     Returns (training pairs, validation pairs); raises if no usable volume is left.
     """
-    min_shape = (scale_factor * patch_size,) * 3
-    volumes: list[Volume] = []
-    skipped = 0
+    volumes: dict[str, Volume] = {}
     for path in paths:
         try:
-            volumes.append(read_volume(path, min_shape=min_shape))
+            volumes[path] = read_volume(path, min_shape=min_shape_for(scale_factor, patch_size))
         except VolumeError as err:
-            skipped += 1
             log(f"skipped {err}")
-    if skipped:
-        log(f"skipped {skipped} of {len(paths)} volumes")
+    if len(volumes) < len(paths):
+        log(f"skipped {len(paths) - len(volumes)} of {len(paths)} volumes")
     if not volumes:
-        raise VolumeError(", ".join(map(str, paths[:3])) + ("..." if len(paths) > 3 else ""), "no usable volume")
-
-    train, validation = [], []
-    for i, volume in enumerate(volumes):
-        lr, hr, scale = prepare_pair(volume, degradation, scale_factor, norm)
-        if len(volumes) == 1:
-            train_region, val_region = split_single(lr.shape, scale_factor)
-            train.append(VolumePair(volume.source, lr, hr, scale, train_region))
-            validation.append(VolumePair(volume.source, lr, hr, scale, val_region))
-        elif i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1 or (i == len(volumes) - 1 and not validation):
-            validation.append(VolumePair(volume.source, lr, hr, scale, full_region(lr.shape)))
-        else:
-            train.append(VolumePair(volume.source, lr, hr, scale, full_region(lr.shape)))
-    return train, validation
+        raise VolumeError(", ".join(paths[:3]) + ("..." if len(paths) > 3 else ""), "no usable volume")
+    train, validation = plan_split(list(volumes))
+    make = lambda item: make_pair(volumes[item.path], item.part, degradation, scale_factor, norm)  # noqa: E731
+    return [make(item) for item in train], [make(item) for item in validation]
 
 
 def patch_batches(

@@ -32,14 +32,32 @@ def is_nifti_path(path: str | Path) -> bool:
     return str(path).endswith(NIFTI_SUFFIXES)
 
 
+def is_uri(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A local file, or an object-store URI (s3://, gs://, ...) through pyarrow's filesystems."""
+    if is_uri(path):
+        from pyarrow import fs
+
+        filesystem, inner = fs.FileSystem.from_uri(str(path))
+        with filesystem.open_input_stream(inner, compression=None) as stream:  # our own gzip checks
+            return stream.readall()
+    return Path(path).read_bytes()
+
+
 def read_volume(path: str | Path, min_shape: tuple[int, int, int] | None = None) -> Volume:
-    """Load and validate a 3D NIfTI volume (.nii or .nii.gz) from disk."""
-    path = Path(path)
-    if not path.is_file():
-        raise VolumeError(path, "no such file")
+    """Load and validate a 3D NIfTI volume (.nii or .nii.gz) from disk or object storage."""
+    try:
+        content = read_bytes(path)
+    except FileNotFoundError:
+        raise VolumeError(path, "no such file") from None
+    except OSError as err:
+        raise VolumeError(path, f"cannot be read ({_reason(err)})") from None
     # The whole file goes through the in-memory reader: decompressing it in one go checks the
     # gzip CRC, which nibabel's lazy reads skip (a corrupt stream then shows up as NaNs or worse).
-    return volume_from_bytes(path.read_bytes(), str(path), min_shape)
+    return volume_from_bytes(content, str(path), min_shape)
 
 
 def volume_from_bytes(content: bytes, source: str, min_shape: tuple[int, int, int] | None = None) -> Volume:

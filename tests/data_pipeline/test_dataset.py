@@ -9,7 +9,7 @@ from tests.conftest import blob, write_nifti
 
 
 def test_default_data_is_the_embedded_template():
-    assert resolve_inputs(None) == [MNI152_T1] and MNI152_T1.is_file()
+    assert resolve_inputs(None) == [str(MNI152_T1)] and MNI152_T1.is_file()
 
 
 @pytest.mark.parametrize("s", [2, 4])
@@ -37,7 +37,7 @@ def test_bad_volumes_are_reported_and_skipped(tmp_path):
 def test_no_usable_volume_is_an_error(tmp_path):
     write_nifti(tmp_path / "flat.nii.gz", np.ones((32, 32, 32)))
     with pytest.raises(VolumeError, match="no usable volume"):
-        load_pairs([tmp_path / "flat.nii.gz"], "gaussian", 2, 8, IntensityNorm(), log=lambda _: None)
+        load_pairs([str(tmp_path / "flat.nii.gz")], "gaussian", 2, 8, IntensityNorm(), log=lambda _: None)
 
 
 def test_missing_inputs_are_named(tmp_path):
