@@ -177,9 +177,10 @@ def train(
             for group in opt_d.param_groups:
                 group["lr"] = cfg.optim.lr_d * scale
             _set_requires_grad(discriminator, True)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                # One forward over real and fake together: DDP expects one forward per backward.
-                scores = discriminator(torch.cat([hr_batch, sr_batch.detach()])).float()
+            # D runs in fp32, outside autocast: it is cheap, and oneDNN's bf16 weight gradient of its
+            # 1-channel score conv came back NaN on one CPU thread (torch 2.13), as in a Ray worker.
+            # One forward over real and fake together: DDP expects one forward per backward.
+            scores = discriminator(torch.cat([hr_batch, sr_batch.detach().float()]))
             real_scores, fake_scores_d = scores.chunk(2)
             loss_d = lsgan_discriminator_loss(real_scores, fake_scores_d)
             opt_d.zero_grad(set_to_none=True)
@@ -190,11 +191,12 @@ def train(
             sums["train/d_fake"] = sums.get("train/d_fake", 0.0) + fake_scores_d.mean().item()
             # --- Generator sees the updated D, frozen, through the bare module (no DDP sync for D) ---
             _set_requires_grad(discriminator, False)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                fake_scores = unwrap(discriminator)(sr_batch).float()
+            fake_scores = unwrap(discriminator)(sr_batch.float())
 
         # --- Generator step: content + image gradient + adversarial ---
         loss_g, parts = criterion(sr_batch.float(), hr_batch, fake_scores)
+        if not torch.isfinite(loss_g):
+            raise FloatingPointError(f"training diverged: generator loss {loss_g.item()} at step {step}")
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from data_pipeline.dataset import patch_batches
-from hpo.config import Config
+from hpo.config import SMOKE, Config
 from hpo.loop import train
 from models.checkpoint import load_checkpoint
 
@@ -21,10 +21,10 @@ TINY = {
 }
 
 
-def random_batches(seed=0):
+def random_batches(seed=0, size=8):
     rng = np.random.default_rng(seed)
     while True:
-        hr = rng.random((2, 1, 8, 8, 8), dtype=np.float32)
+        hr = rng.random((2, 1, size, size, size), dtype=np.float32)
         yield hr[:, :, ::2, ::2, ::2].copy(), hr
 
 
@@ -82,11 +82,29 @@ def test_resumes_from_a_checkpoint(tmp_path):
     assert [int(m["step"]) for m, _, _ in recorder.calls] == [4]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_precisions_run_on_cpu(precision):
-    recorder = Recorder()
-    train(Config().override(TINY | {"train.precision": precision, "train.max_steps": 2}), random_batches(), None, recorder)
-    assert np.isfinite(recorder.calls[-1][0]["train/loss_g"])
+def test_precisions_run_on_cpu(precision, threads):
+    # One thread is what a Ray worker with one CPU gets; bf16 went NaN there once.
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        recorder = Recorder()
+        smoke = Config().override(SMOKE | {"train.precision": precision})  # the shapes that went NaN
+        train(smoke, random_batches(size=16), None, recorder)
+    finally:
+        torch.set_num_threads(before)
+    assert np.isfinite(recorder.calls[-1][0]["train/loss_g"]) and np.isfinite(recorder.calls[-1][0]["train/loss_d"])
+
+
+def test_divergence_is_an_error_not_silent_nans():
+    def nan_batches():
+        while True:
+            hr = np.full((2, 1, 8, 8, 8), np.nan, dtype=np.float32)
+            yield hr[:, :, ::2, ::2, ::2].copy(), hr
+
+    with pytest.raises(FloatingPointError, match="diverged"):
+        train(Config().override(TINY), nan_batches(), None, Recorder())
 
 
 def test_real_patches_feed_the_loop(anatomical):
