@@ -68,12 +68,13 @@ def volume_from_bytes(content: bytes, source: str, min_shape: tuple[int, int, in
     except (OSError, EOFError, zlib.error) as err:
         raise VolumeError(source, f"truncated or corrupt gzip data ({_reason(err)})") from None
     img = None
-    for image_class in (nib.Nifti1Image, nib.Nifti2Image):
-        try:
-            img = image_class.from_bytes(content)
-            break
-        except Exception:  # nibabel raises many types for a header it cannot parse
-            continue
+    with nib.imageglobals.LoggingOutputSuppressor():  # no "sizeof_hdr should be 348" chatter
+        for image_class in (nib.Nifti1Image, nib.Nifti2Image):
+            try:
+                img = image_class.from_bytes(content)
+                break
+            except Exception:  # nibabel raises many types for a header it cannot parse
+                continue
     if img is None:
         raise VolumeError(source, "not a NIfTI file (no NIfTI-1 or NIfTI-2 header)")
     return _validated(img, source, min_shape)

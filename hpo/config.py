@@ -123,6 +123,18 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
         raise ValueError(f"{key}: expected a {type(current).__name__}, got {value!r}") from None
 
 
+# --fast in every entry point: the real code path on a tiny model and budget, for smoke tests.
+SMOKE: dict[str, Any] = {
+    "model.base_channels": 8,
+    "model.num_blocks": 1,
+    "model.disc_channels": 8,
+    "data.patch_size": 8,
+    "data.batch_size": 2,
+    "train.max_steps": 4,
+    "train.eval_every": 2,
+}
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, str]:
     """["optim.lr_g=1e-3", ...] from `--set` flags."""
     out = {}

@@ -19,7 +19,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def set_threads(cpus: float | None = None) -> int:
     """Give torch the CPUs this process was granted (Ray sets OMP_NUM_THREADS only when unset)."""
-    count = max(1, int(cpus if cpus is not None else len(os.sched_getaffinity(0))))
+    count = max(1, round(cpus if cpus is not None else len(os.sched_getaffinity(0))))
     torch.set_num_threads(count)
     return count
 

@@ -1,11 +1,203 @@
-"""Where MLflow lives: read in one place."""
+"""MLflow: where it lives, one parent run per search, one child run per trial, the generator as a model.
+
+All MLflow writes of a search happen in the search's own process, in a Ray Tune callback: workers
+never open the store, so a SQLite file is safe and a resumed trial finds its run again.
+"""
 
 import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+from ray import tune
 
 from hpo.runtime import PROJECT_ROOT
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"  # absolute: four slashes
+DEFAULT_EXPERIMENT = "mri-sr-search"
+GENERATOR_ARTIFACT = "generator"
+PARENT_TAG = "mlflow.parentRunId"
+SEARCH_TAG = "mri_sr.search"  # on the parent run: the search's name
+TRIAL_TAG = "mri_sr.trial_id"  # on a child run: the Ray Tune trial id
+MODEL_URI_TAG = "mri_sr.generator_uri"
+PREVIEW_FILE = "preview.png"
+# What loading the logged generator needs; pinned as in requirements.txt.
+MODEL_REQUIREMENTS = ["torch==2.13.0", "numpy==2.3.5", "monai==1.6.1", "nibabel==5.4.2", "scipy==1.17.1"]
 
 
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+def tracking_uri(override: str | None = None) -> str:
+    return override or os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
+
+
+def artifact_location(uri: str) -> str | None:
+    """For a SQLite store, artifacts go beside the database (never into the working directory)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None  # a tracking server decides
+
+
+def ensure_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location(uri))
+
+
+def find_or_create_parent(client: MlflowClient, experiment_id: str, search_name: str, params: dict[str, Any]) -> str:
+    found = client.search_runs([experiment_id], f"tags.`{SEARCH_TAG}` = '{search_name}'", max_results=1)
+    if found:
+        client.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=search_name, tags={SEARCH_TAG: search_name})
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+class GeneratorModel(mlflow.pyfunc.PythonModel):
+    """The generator as an MLflow model: its artifact is the checkpoint folder `superresolve` reads.
+
+    predict takes LR volumes (N, 1, X, Y, Z) in the scan's units and returns the SR volumes.
+    """
+
+    def load_context(self, context) -> None:
+        from models.checkpoint import load_generator
+
+        self.generator, self.meta = load_generator(context.artifacts["checkpoint"])
+
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
+        import torch
+
+        from data_pipeline.intensity import IntensityNorm
+        from models.inference import sliding_window_superresolve
+
+        out = []
+        for volume in np.asarray(model_input, dtype=np.float32):
+            scale = IntensityNorm(**self.meta["intensity"]).scale_of(volume[0])
+            sr = sliding_window_superresolve(
+                self.generator, torch.from_numpy(volume[None] / scale), self.meta["scale_factor"], self.meta["grid"]
+            )
+            out.append(sr[0].numpy() * scale)
+        return np.stack(out)
+
+
+def log_generator(checkpoint_dir: Path) -> str:
+    """Log a checkpoint as an MLflow model inside the active run; returns the model's URI."""
+    volume = TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1, -1))  # any size: fully convolutional
+    info = mlflow.pyfunc.log_model(
+        name=GENERATOR_ARTIFACT,
+        python_model=GeneratorModel(),
+        artifacts={"checkpoint": str(checkpoint_dir)},
+        signature=ModelSignature(inputs=Schema([volume]), outputs=Schema([volume])),
+        pip_requirements=MODEL_REQUIREMENTS,
+    )
+    return info.model_uri
+
+
+def _local_copy(path: str, filesystem, into: str) -> Path:
+    """A checkpoint folder from Ray's storage (local path, or a path inside an object store)."""
+    if filesystem is None:
+        return Path(path)
+    from pyarrow import fs
+
+    fs.copy_files(path, into, source_filesystem=filesystem)
+    return Path(into)
+
+
+class MlflowTracker(tune.Callback):
+    """Mirrors the search into MLflow: child run per trial, metrics per report, picture and model."""
+
+    def __init__(
+        self, uri: str, experiment_id: str, parent_run_id: str, storage_path: str, base_params: dict[str, Any]
+    ) -> None:
+        self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
+        self.storage_path = storage_path
+        self.base_params = base_params  # every config field; the trial's searched values override
+        self._runs: dict[str, str] = {}
+        self._last_checkpoint: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment state
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_client")}
+
+    @property
+    def client(self) -> MlflowClient:
+        if "_client_obj" not in self.__dict__:
+            self._client_obj = MlflowClient(self.uri)
+        return self._client_obj
+
+    @property
+    def filesystem(self):
+        if "://" not in self.storage_path:
+            return None
+        from pyarrow import fs
+
+        return fs.FileSystem.from_uri(self.storage_path)[0]
+
+    def run_id(self, trial) -> str:
+        """The trial's child run: found again after a resume, created once otherwise."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        found = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{TRIAL_TAG}` = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{trial.trial_id}",
+                tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id},
+            )
+            run_id = run.info.run_id
+            params = {**self.base_params, **trial.config}
+            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self.client.update_run(self.run_id(trial), status="RUNNING")
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        run_id = self.run_id(trial)
+        step = int(result.get("step", result.get("training_iteration", 0)))
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v), now, step)
+            for k, v in result.items()
+            if k.startswith(("train/", "val/", "time/")) and isinstance(v, (int, float))
+        ]
+        self.client.log_batch(run_id, metrics=metrics)
+        checkpoint = result.get("checkpoint_path")
+        if checkpoint:
+            self._last_checkpoint[trial.trial_id] = checkpoint
+            with tempfile.TemporaryDirectory() as tmp:
+                local = _local_copy(checkpoint, self.filesystem, tmp)
+                if (local / PREVIEW_FILE).is_file():
+                    named = Path(tmp) / f"step_{step:06d}.png"
+                    shutil.copy(local / PREVIEW_FILE, named)
+                    self.client.log_artifact(run_id, str(named), artifact_path="previews")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        run_id = self.run_id(trial)
+        checkpoint = self._last_checkpoint.get(trial.trial_id)
+        if checkpoint:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = _local_copy(checkpoint, self.filesystem, tmp)
+                mlflow.set_tracking_uri(self.uri)
+                with mlflow.start_run(run_id=run_id):
+                    uri = log_generator(local)
+                self.client.set_tag(run_id, MODEL_URI_TAG, uri)
+        self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self.client.set_terminated(self.run_id(trial), RunStatus.to_string(RunStatus.FAILED))

@@ -17,23 +17,11 @@ from data_pipeline.dataset import load_pairs, patch_batches, resolve_inputs
 from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import VolumeError
-from hpo.config import Config, parse_overrides
+from hpo.config import SMOKE, Config, parse_overrides
 from hpo.loop import Runtime, autocast_dtype, train
 from hpo.runtime import pick_device, set_threads
-from hpo.validation import METRIC, baselines, evaluate, make_cases
+from hpo.validation import METRIC, Validator, baselines, make_cases
 from models.checkpoint import CONFIG_FILE, STATE_FILE
-
-# --fast: the real code path on a tiny model and budget, for smoke tests.
-FAST = {
-    "model.base_channels": 8,
-    "model.num_blocks": 1,
-    "model.disc_channels": 8,
-    "data.patch_size": 8,
-    "data.batch_size": 2,
-    "train.max_steps": 4,
-    "train.eval_every": 2,
-}
-
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    overrides: dict = dict(FAST) if args.fast else {}
+    overrides: dict = dict(SMOKE) if args.fast else {}
     if args.minutes is not None:
         overrides["train.time_budget_s"] = args.minutes * 60
     if args.max_steps is not None:
@@ -113,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     final = train(
         config,
         batches,
-        lambda g: evaluate(g, cases, cfg.scale_factor, grid, device=device, autocast_dtype=amp),
+        Validator(cases, cfg.scale_factor, grid, device=device, autocast_dtype=amp),
         report,
         Runtime(device=device),
         resume_from=resume_from,

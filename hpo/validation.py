@@ -60,37 +60,47 @@ def _mean(scores: list[dict[str, float]], prefix: str) -> dict[str, float]:
     return {f"{prefix}/{key}": float(np.mean([s[key] for s in scores])) for key in scores[0]}
 
 
-def evaluate(
-    generator: nn.Module,
-    cases: list[ValidationCase],
-    scale_factor: int,
-    grid: str,
-    device: torch.device | str = "cpu",
-    roi_size: int = 32,
-    autocast_dtype: torch.dtype | None = None,
-) -> dict[str, float]:
-    """{"val/psnr", "val/psnr_whole", "val/ssim", "val/seconds"} of the generator over the cases.
+class Validator:
+    """Scores a generator on the fixed validation cases; keeps the last SR of the first case to draw."""
 
-    "val/seconds" counts the super-resolution alone, not the metrics.
-    """
-    was_training = generator.training
-    generator.eval()
-    scores, seconds = [], 0.0
-    for case in cases:
-        start = time.perf_counter()
-        sr = sliding_window_superresolve(
-            generator,
-            torch.from_numpy(case.lr)[None, None],
-            scale_factor,
-            grid,
-            roi_size=roi_size,
-            device=device,
-            autocast_dtype=autocast_dtype,
-        )
-        seconds += time.perf_counter() - start
-        scores.append(score(sr[0, 0].numpy(), case))
-    generator.train(was_training)
-    return {**_mean(scores, "val"), "val/seconds": seconds}
+    def __init__(
+        self,
+        cases: list[ValidationCase],
+        scale_factor: int,
+        grid: str,
+        device: torch.device | str = "cpu",
+        roi_size: int = 32,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.cases, self.scale_factor, self.grid = cases, scale_factor, grid
+        self.device, self.roi_size, self.autocast_dtype = device, roi_size, autocast_dtype
+        self.last_sr: np.ndarray | None = None  # SR of cases[0], model units, region only
+
+    def __call__(self, generator: nn.Module) -> dict[str, float]:
+        """{"val/psnr", "val/psnr_whole", "val/ssim", "val/seconds"} of the generator over the cases.
+
+        "val/seconds" counts the super-resolution alone, not the metrics.
+        """
+        was_training = generator.training
+        generator.eval()
+        scores, seconds = [], 0.0
+        for i, case in enumerate(self.cases):
+            start = time.perf_counter()
+            sr = sliding_window_superresolve(
+                generator,
+                torch.from_numpy(case.lr)[None, None],
+                self.scale_factor,
+                self.grid,
+                roi_size=self.roi_size,
+                device=self.device,
+                autocast_dtype=self.autocast_dtype,
+            )[0, 0].numpy()
+            seconds += time.perf_counter() - start
+            scores.append(score(sr, case))
+            if i == 0:
+                self.last_sr = sr[case.crop]
+        generator.train(was_training)
+        return {**_mean(scores, "val"), "val/seconds": seconds}
 
 
 def baselines(cases: list[ValidationCase], scale_factor: int, grid: str) -> dict[str, dict[str, float]]:

@@ -1,0 +1,87 @@
+"""The one module that wires the pure data functions into Ray Data.
+
+A trial's training patches are a Ray Data stream: every task reads one volume (local, shared
+filesystem or object store), simulates its LR, cuts a chunk of patch pairs from its training
+region and hands them on; whole volumes never enter the object store. Training workers pull
+batches with `get_dataset_shard(...).iter_torch_batches`.
+
+Data tasks need CPUs while trials hold theirs: every task here asks for `num_cpus` (a fraction),
+and the search leaves that many CPUs free per trial (see hpo/resources.py).
+"""
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import ray
+
+from data_pipeline.dataset import SplitItem, make_pair, min_shape_for
+from data_pipeline.intensity import IntensityNorm
+from data_pipeline.nifti import VolumeError, read_volume
+from data_pipeline.patches import PatchSampler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """What cutting a training patch needs: the data part of the config."""
+
+    degradation: str
+    scale_factor: int
+    patch_size: int
+    foreground_fraction: float
+    intensity_percentile: float
+
+
+def _check(row: dict[str, Any], min_shape: tuple[int, int, int]) -> dict[str, Any]:
+    try:
+        read_volume(row["path"], min_shape=min_shape)
+        return {"path": row["path"], "problem": ""}
+    except VolumeError as err:
+        return {"path": row["path"], "problem": str(err)}
+
+
+def check_volumes(paths: list[str], min_shape: tuple[int, int, int], num_cpus: float = 0.5) -> tuple[list[str], list[str]]:
+    """(usable paths, one line per unusable volume), checked in parallel Ray tasks, order kept."""
+    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, min(len(paths), 64)))
+    rows = ds.map(partial(_check, min_shape=min_shape), num_cpus=num_cpus).take_all()
+    problems = {row["path"]: row["problem"] for row in rows if row["problem"]}
+    return [p for p in paths if p not in problems], [problems[p] for p in paths if p in problems]
+
+
+def _cut_chunk(task: dict[str, Any], spec: PatchSpec) -> list[dict[str, np.ndarray]]:
+    try:
+        volume = read_volume(task["path"], min_shape=min_shape_for(spec.scale_factor, spec.patch_size))
+    except VolumeError as err:  # checked before the search, but storage can change under it
+        logger.warning("skipped %s", err)
+        return []
+    pair = make_pair(volume, task["part"], spec.degradation, spec.scale_factor, IntensityNorm(spec.intensity_percentile))
+    sampler = PatchSampler(pair.lr, pair.hr, spec.scale_factor, spec.patch_size, pair.region, spec.foreground_fraction)
+    lr, hr = sampler.sample(task["count"], np.random.default_rng(task["seed"]))
+    return [{"lr": a, "hr": b} for a, b in zip(lr, hr)]  # (1, p, p, p), (1, sp, sp, sp)
+
+
+def patch_stream(
+    items: list[SplitItem],
+    spec: PatchSpec,
+    total_patches: int,
+    seed: int,
+    patches_per_task: int = 128,
+    num_cpus: float = 0.25,
+) -> ray.data.Dataset:
+    """A finite, seeded stream of `total_patches` (or a little more) pairs, volumes taken in turn.
+
+    Each task re-reads its volume, so a task costs one read and one degradation for
+    `patches_per_task` patches, and the same seed gives the same patches.
+    """
+    n_tasks = max(1, -(-total_patches // patches_per_task))
+    tasks = [
+        {"path": items[k % len(items)].path, "part": items[k % len(items)].part, "count": patches_per_task,
+         "seed": seed * 1_000_003 + k}
+        for k in range(n_tasks)
+    ]
+    ds = ray.data.from_items(tasks, override_num_blocks=n_tasks)
+    return ds.flat_map(partial(_cut_chunk, spec=spec), num_cpus=num_cpus)

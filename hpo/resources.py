@@ -1,0 +1,83 @@
+"""How a search spreads over the cluster it finds: workers per trial, CPUs/GPUs each, concurrency.
+
+Every trial is a Tune driver (a hundredth of a CPU: it only waits on its Train run), N DDP
+workers, and the Ray Data tasks that cut its patches. The data tasks need CPUs while the workers
+hold theirs, or the stream starves and the trial hangs (../shared/RAY_NOTES.md): each trial leaves
+`data_cpus_per_trial` CPUs free for them.
+"""
+
+import math
+from dataclasses import dataclass
+
+DRIVER_CPUS = 0.01
+
+
+class ResourceError(ValueError):
+    """A request the cluster can never satisfy: better said now than a trial waiting forever."""
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    data_cpus_per_trial: float
+    max_concurrent: int
+
+    @property
+    def data_task_cpus(self) -> float:
+        return self.data_cpus_per_trial / 2  # two patch tasks in flight per trial
+
+
+def plan_resources(
+    nodes: list[dict[str, float]],
+    workers: int,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float | None = None,
+    data_cpus_per_trial: float = 0.2,
+    max_concurrent: int | None = None,
+) -> TrialResources:
+    """Fit trials to `nodes` (each node's total resources, as `ray.nodes()[i]["Resources"]`).
+
+    gpus_per_worker None: one GPU per worker where the cluster has GPUs, CPU workers otherwise.
+    cpus_per_worker None: GPU workers take 1 CPU each (the rest feed them data); CPU workers split
+    the cluster's CPUs between `max_concurrent` trials (default 1), after the data budget.
+    """
+    if workers < 1:
+        raise ResourceError(f"--workers-per-trial must be at least 1, got {workers}")
+    total_cpus = sum(n.get("CPU", 0.0) for n in nodes)
+    total_gpus = sum(n.get("GPU", 0.0) for n in nodes)
+    largest_node_cpus = max(n.get("CPU", 0.0) for n in nodes)
+    if gpus_per_worker is None:
+        gpus_per_worker = 1.0 if total_gpus >= 1 else 0.0
+    if gpus_per_worker > 0 and total_gpus == 0:
+        raise ResourceError(f"--gpus-per-worker {gpus_per_worker:g} asked for GPUs, but the cluster has none")
+    if gpus_per_worker > 0 and not any(n.get("GPU", 0.0) >= gpus_per_worker for n in nodes):
+        biggest = max(n.get("GPU", 0.0) for n in nodes)
+        raise ResourceError(f"--gpus-per-worker {gpus_per_worker:g} does not fit on any node (largest has {biggest:g} GPUs)")
+    if gpus_per_worker > 0 and workers * gpus_per_worker > total_gpus:
+        raise ResourceError(f"{workers} workers x {gpus_per_worker:g} GPUs exceed the cluster's {total_gpus:g} GPUs")
+    if cpus_per_worker is None:
+        if gpus_per_worker > 0:
+            cpus_per_worker = 1.0
+        else:
+            share = total_cpus / (max_concurrent or 1) - data_cpus_per_trial - DRIVER_CPUS
+            cpus_per_worker = min(math.floor(100 * share / workers) / 100, largest_node_cpus)
+            if cpus_per_worker < 0.1:
+                raise ResourceError(f"{total_cpus:g} CPUs cannot hold {max_concurrent or 1} trials of {workers} workers")
+    if not any(n.get("CPU", 0.0) >= cpus_per_worker for n in nodes):
+        raise ResourceError(f"{cpus_per_worker:g} CPUs per worker do not fit on any node")
+    per_trial_cpus = workers * cpus_per_worker + data_cpus_per_trial + DRIVER_CPUS
+    if per_trial_cpus > total_cpus:
+        raise ResourceError(
+            f"a trial needs {per_trial_cpus:g} CPUs ({workers} workers x {cpus_per_worker:g} + "
+            f"{data_cpus_per_trial:g} for data), the cluster has {total_cpus:g}"
+        )
+    fits = int(total_cpus // per_trial_cpus)
+    if gpus_per_worker > 0:
+        fits = min(fits, int(total_gpus // (workers * gpus_per_worker)))
+    if max_concurrent is None:
+        max_concurrent = max(1, fits)
+    elif max_concurrent > fits:
+        raise ResourceError(f"--max-concurrent {max_concurrent}: only {fits} trials fit on this cluster at once")
+    return TrialResources(workers, cpus_per_worker, gpus_per_worker, data_cpus_per_trial, max_concurrent)

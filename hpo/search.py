@@ -1,0 +1,201 @@
+"""The search: `python hpo/search.py --trials 64`.
+
+Ray Tune samples configurations with Optuna's TPE (`hpo/search_space.py`), ASHA stops poor trials
+early on `val/psnr`, every trial trains as a Ray Train DDP run fed by a Ray Data patch stream
+(`hpo/trial.py`), and MLflow records it all (`hpo/tracking.py`). Runs on a local Ray, or on the
+cluster that `RAY_ADDRESS` names. `--resume` continues an interrupted search.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from data_pipeline.dataset import min_shape_for, plan_split, resolve_inputs
+from data_pipeline.nifti import is_uri
+from data_pipeline.ray_data import check_volumes
+from hpo.config import SMOKE, Config, parse_overrides
+from hpo.resources import DRIVER_CPUS, ResourceError, plan_resources
+from hpo.runtime import PROJECT_ROOT
+from hpo.search_space import search_space
+from hpo.tracking import DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, tracking_uri
+from hpo.trial import TrialSetup, run_trial
+from hpo.validation import METRIC, MODE
+
+DEFAULT_STORAGE = PROJECT_ROOT / "runs" / "ray"
+# Each ray.train.report waits for the Train controller's next poll (default 2 s).
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=64, help="number of configurations to try")
+    p.add_argument("--data", nargs="+", help="NIfTI files, folders or s3:// prefixes (default: embedded MNI152)")
+    p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
+    p.add_argument("--name", help="this search's name: Tune run and MLflow parent run (default: the experiment)")
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {tracking_uri()})")
+    p.add_argument("--storage", default=str(DEFAULT_STORAGE),
+                   help="Ray results and checkpoints; on a cluster a path every node shares, or s3://...")
+    p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers in each trial")
+    p.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--cpus-per-worker", type=float, help="default: 1 with GPUs, else the CPUs a trial's share allows")
+    p.add_argument("--data-cpus-per-trial", type=float, default=0.2, help="CPUs left free for each trial's Ray Data tasks")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
+    p.add_argument("--steps-per-trial", type=int, default=300, help="training steps of a trial that is never stopped")
+    p.add_argument("--eval-every", type=int, default=50, help="steps between evaluations (ASHA's time unit)")
+    p.add_argument("--seed", type=int, default=0, help="seeds Optuna's sampler and the trials")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config field for every trial, e.g. --set data.degradation=kspace")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search of this --name")
+    p.add_argument("--fast", action="store_true", help="tiny models and budgets: the whole path in a minute")
+    return p.parse_args(argv)
+
+
+def base_config(args: argparse.Namespace) -> Config:
+    fixed = dict(SMOKE) if args.fast else {}
+    if not args.fast:
+        fixed |= {"train.max_steps": args.steps_per_trial, "train.eval_every": args.eval_every}
+    fixed |= {"train.time_budget_s": 24 * 3600.0, "train.seed": args.seed}  # steps decide, not time
+    return Config().override(fixed | parse_overrides(args.overrides))
+
+
+def start_ray() -> None:
+    if ray.is_initialized():
+        return
+    # RAY_ADDRESS set: join that cluster. Unset: start a local one, dashboard included (without it,
+    # Train V2 cannot free the workers of trials that ASHA stops; ../shared/RAY_NOTES.md).
+    ray.init(address=os.environ.get("RAY_ADDRESS"), runtime_env={"env_vars": RAY_ENV})
+
+
+def error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    name = args.name or args.experiment
+    try:
+        config = base_config(args)
+    except (KeyError, ValueError) as err:
+        return error(err.args[0])
+    storage = args.storage if is_uri(args.storage) else str(Path(args.storage).resolve())
+    run_path = f"{storage}/{name}"
+    if args.resume and not tune.Tuner.can_restore(run_path):
+        return error(f"--resume: nothing to resume at {run_path}")
+    if not args.resume and tune.Tuner.can_restore(run_path):
+        return error(f"a search named {name!r} exists at {run_path}: add --resume, or pick another --name")
+
+    start_ray()
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    try:
+        plan = plan_resources(
+            nodes, args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
+            args.data_cpus_per_trial, args.max_concurrent,
+        )
+    except ResourceError as err:
+        return error(str(err))
+    print(f"resources: {plan.max_concurrent} trial(s) at once, each {plan.workers} worker(s) x "
+          f"{plan.cpus_per_worker:g} CPU + {plan.gpus_per_worker:g} GPU, {plan.data_cpus_per_trial:g} CPU for data")
+
+    data = config.data
+    try:
+        paths = resolve_inputs(args.data)
+    except FileNotFoundError as err:
+        return error(str(err))
+    usable, problems = check_volumes(paths, min_shape_for(data.scale_factor, data.patch_size))
+    for problem in problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    if not usable:
+        return error(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
+    train_items, val_items = plan_split(usable)
+    setup = TrialSetup(
+        base_config=config.to_dict(),
+        train_items=train_items,
+        val_items=val_items,
+        workers=plan.workers,
+        cpus_per_worker=plan.cpus_per_worker,
+        gpus_per_worker=plan.gpus_per_worker,
+        data_cpus=plan.data_task_cpus,
+        storage_path=f"{storage}/{name}-train",
+    )
+
+    uri = tracking_uri(args.tracking_uri)
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(client, uri, args.experiment)
+    parent = find_or_create_parent(client, experiment_id, name, {
+        "trials": args.trials, "workers_per_trial": plan.workers, "gpus_per_worker": plan.gpus_per_worker,
+        "steps_per_trial": config.train.max_steps, "eval_every": config.train.eval_every, "seed": args.seed,
+        "volumes_usable": len(usable), "volumes_skipped": len(problems),
+    })
+
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": DRIVER_CPUS})
+    start = time.perf_counter()
+    if args.resume:
+        tuner = tune.Tuner.restore(run_path, trainable=trainable, resume_errored=True)
+    else:
+        defaults = config.flat()
+        first = {key: defaults[key] for key in _searched_keys()}  # try the hand-picked defaults first
+        searcher = OptunaSearch(
+            space=search_space, metric=METRIC, mode=MODE,
+            sampler=optuna.samplers.TPESampler(seed=args.seed), points_to_evaluate=[first],
+        )
+        evaluations = max(1, config.train.max_steps // config.train.eval_every)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode=MODE, search_alg=searcher, num_samples=args.trials,
+                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=evaluations, grace_period=1, reduction_factor=4),
+                max_concurrent_trials=plan.max_concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage,
+                callbacks=[MlflowTracker(uri, experiment_id, parent, storage, config.flat())],
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
+    results = tuner.fit()
+    wall = time.perf_counter() - start
+    return summarise(results, client, parent, name, args, uri, wall, len(problems))
+
+
+def _searched_keys() -> list[str]:
+    study = optuna.create_study()
+    trial = study.ask()
+    search_space(trial)
+    return list(trial.params)
+
+
+def summarise(results, client: MlflowClient, parent: str, name: str, args, uri: str, wall: float, skipped: int) -> int:
+    frame = results.get_dataframe()
+    finished = frame[frame[METRIC].notna()] if METRIC in frame else frame.iloc[0:0]
+    client.log_metric(parent, "search/wall_s", wall)
+    client.log_metric(parent, "search/trials", len(frame))
+    if finished.empty:
+        client.set_terminated(parent, "FAILED")
+        return error(f"no trial reported {METRIC}; see the trial errors above")
+    best = finished.sort_values(METRIC, ascending=False)
+    client.log_metric(parent, f"best/{METRIC}", float(best[METRIC].iloc[0]))
+    client.set_terminated(parent, "FINISHED")
+    shown = ["trial_id", METRIC, "val/ssim", "training_iteration"] + [c for c in best.columns if c.startswith("config/")]
+    print(f"\n{len(frame)} trials in {wall / 60:.1f} min; best by {METRIC} (dB, brain):")
+    print(best[shown].head(5).rename(columns=lambda c: c.removeprefix("config/")).to_string(index=False))
+    if skipped:
+        print(f"\nskipped {skipped} unusable volume(s) (listed above)")
+    print(f"\nMLflow: {uri}, experiment {args.experiment!r}, parent run {parent}")
+    print(f"  browse:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    print(f"  promote: python hpo/promote.py --experiment {args.experiment}"
+          + (f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
