@@ -128,6 +128,7 @@ def train(
             discriminator.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["opt_d"])
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+    resumed_from_step = step
 
     # DDP wrapping comes after loading, so the state_dict keys never carry a "module." prefix.
     generator = runtime.prepare_model(generator)
@@ -211,6 +212,8 @@ def train(
         if step % cfg.train.eval_every == 0 or done_fraction >= 1.0:
             now = time.perf_counter()
             metrics = {key: value / window_steps for key, value in sums.items()}
+            if resume_from is not None:
+                metrics["resumed_from_step"] = resumed_from_step  # seen in MLflow: this run restarted
             metrics |= {
                 "step": step,
                 "train/lr_g": cfg.optim.lr_g * scale,
@@ -222,4 +225,11 @@ def train(
             checkpoint_and_report(metrics, now - start)
             sums, window_steps, patches = {}, 0, 0
             window_start = time.perf_counter()
+    if not metrics:
+        # Resumed from a checkpoint taken after the last step (the process died before anyone
+        # heard the end): report the final state once more, so every run ends with a report.
+        metrics = {"step": step, "time/elapsed_s": elapsed_before, "resumed_from_step": step}
+        if runtime.is_main and evaluate is not None:
+            metrics |= evaluate(unwrap(generator))
+        checkpoint_and_report(metrics, elapsed_before)
     return metrics

@@ -19,8 +19,9 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from data_pipeline.dataset import min_shape_for, plan_split, resolve_inputs
-from data_pipeline.nifti import is_uri
+from data_pipeline.dataset import make_pair, min_shape_for, plan_split, resolve_inputs
+from data_pipeline.intensity import IntensityNorm
+from data_pipeline.nifti import is_uri, read_volume
 from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.resources import DRIVER_CPUS, ResourceError, plan_resources
@@ -28,11 +29,17 @@ from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import search_space
 from hpo.tracking import DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, tracking_uri
 from hpo.trial import TrialSetup, run_trial
-from hpo.validation import METRIC, MODE
+from hpo.validation import METRIC, MODE, make_cases
 
 DEFAULT_STORAGE = PROJECT_ROOT / "runs" / "ray"
-# Each ray.train.report waits for the Train controller's next poll (default 2 s).
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+RAY_ENV = {
+    # Each ray.train.report waits for the Train controller's next poll (default 2 s).
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    # After a killed driver, its trials' placement groups are freed only after a while; a restarted
+    # trial that gave up on its workers after the default 60 s left its own request behind, holding
+    # the CPUs that its retry then waited for forever.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "900",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     if not usable:
         return error(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
     train_items, val_items = plan_split(usable)
+    norm = IntensityNorm(data.intensity_percentile)
+    val_pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
     setup = TrialSetup(
         base_config=config.to_dict(),
         train_items=train_items,
-        val_items=val_items,
+        val_cases=make_cases(val_pairs, data.scale_factor),
         workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker,
         gpus_per_worker=plan.gpus_per_worker,

@@ -64,13 +64,14 @@ def find_checkpoint(root: Path) -> Path:
     return found[0].parent
 
 
-def fetch_model(uri: str, into: Path) -> Path:
+def fetch_model(uri: str, into: Path, tracking: str | None = None) -> Path:
     """Download an MLflow model (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...) and find its checkpoint."""
     import mlflow  # only this path needs MLflow
 
     from hpo.tracking import tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(tracking_uri(tracking))
+    mlflow.set_registry_uri(tracking_uri(tracking))
     local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into))
     return find_checkpoint(Path(local))
 
@@ -82,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="a checkpoint folder written by hpo/train.py or a search")
     source.add_argument("--model", help="an MLflow model URI, e.g. models:/mri-sr-generator@champion")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI for --model (default: $MLFLOW_TRACKING_URI or the project's store)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:1")
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
     parser.add_argument("--roi-size", type=int, default=32, help="side of an input window, in LR voxels")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads()
     with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
         try:
-            checkpoint = args.checkpoint if args.checkpoint else fetch_model(args.model, Path(tmp))
+            checkpoint = args.checkpoint if args.checkpoint else fetch_model(args.model, Path(tmp), args.tracking_uri)
             generator, meta = load_generator(find_checkpoint(Path(checkpoint)), map_location="cpu")
         except Exception as err:  # any failure to obtain a model is reported on one line
             print(f"error: cannot load the model: {err}".splitlines()[0], file=sys.stderr)

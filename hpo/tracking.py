@@ -123,6 +123,7 @@ class MlflowTracker(tune.Callback):
         self.base_params = base_params  # every config field; the trial's searched values override
         self._runs: dict[str, str] = {}
         self._last_checkpoint: dict[str, str] = {}
+        self._logged_step: dict[str, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment state
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_client")}
@@ -151,7 +152,11 @@ class MlflowTracker(tune.Callback):
             max_results=1,
         )
         if found:
+            # Resumed: Tune may replay the end of a trial whose completion it had not yet saved.
+            # Steps already in MLflow are not logged twice.
             run_id = found[0].info.run_id
+            history = self.client.get_metric_history(run_id, "val/psnr")
+            self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
         else:
             run = self.client.create_run(
                 self.experiment_id,
@@ -170,6 +175,11 @@ class MlflowTracker(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         run_id = self.run_id(trial)
         step = int(result.get("step", result.get("training_iteration", 0)))
+        if result.get("checkpoint_path"):
+            self._last_checkpoint[trial.trial_id] = result["checkpoint_path"]
+        if step <= self._logged_step.get(trial.trial_id, -1):
+            return
+        self._logged_step[trial.trial_id] = step
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, float(v), now, step)
@@ -179,7 +189,6 @@ class MlflowTracker(tune.Callback):
         self.client.log_batch(run_id, metrics=metrics)
         checkpoint = result.get("checkpoint_path")
         if checkpoint:
-            self._last_checkpoint[trial.trial_id] = checkpoint
             with tempfile.TemporaryDirectory() as tmp:
                 local = _local_copy(checkpoint, self.filesystem, tmp)
                 if (local / PREVIEW_FILE).is_file():
@@ -190,7 +199,7 @@ class MlflowTracker(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         run_id = self.run_id(trial)
         checkpoint = self._last_checkpoint.get(trial.trial_id)
-        if checkpoint:
+        if checkpoint and MODEL_URI_TAG not in self.client.get_run(run_id).data.tags:
             with tempfile.TemporaryDirectory() as tmp:
                 local = _local_copy(checkpoint, self.filesystem, tmp)
                 mlflow.set_tracking_uri(self.uri)

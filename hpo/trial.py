@@ -7,10 +7,11 @@ and calls `fit()`; `TuneReportCallback` forwards rank 0's metrics and checkpoint
 
 import contextlib
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray.data
 import ray.train
 import ray.train.torch
 import torch
@@ -19,16 +20,14 @@ from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from data_pipeline.dataset import SplitItem, make_pair
+from data_pipeline.dataset import SplitItem
 from data_pipeline.degrade import get_degradation
-from data_pipeline.intensity import IntensityNorm
-from data_pipeline.nifti import read_volume
 from data_pipeline.ray_data import PatchSpec, patch_stream
 from hpo.config import Config
 from hpo.loop import Runtime, autocast_dtype, train
 from hpo.preview import save_preview
 from hpo.runtime import set_threads
-from hpo.validation import Validator, make_cases
+from hpo.validation import ValidationCase, Validator
 
 PREVIEW_FILE = "preview.png"
 
@@ -39,7 +38,7 @@ class TrialSetup:
 
     base_config: dict[str, Any]  # Config.to_dict(); each trial overrides the searched keys
     train_items: list[SplitItem]
-    val_items: list[SplitItem]
+    val_cases: list[ValidationCase]  # prepared once by the search, shipped through the object store
     workers: int
     cpus_per_worker: float
     gpus_per_worker: float
@@ -62,7 +61,7 @@ def _agree_max(device: torch.device):
     return agree
 
 
-def _endless_batches(shard, batch_size: int, device: torch.device):
+def _endless_batches(shard, batch_size: int):
     # Equal shards (Ray Train's default split) end at the same step on every rank, so a new pass
     # starts on all ranks together; the stream is sized so that this is rare.
     while True:
@@ -80,17 +79,12 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     data = config.data
     grid = get_degradation(data.degradation).grid
     shard = ray.train.get_dataset_shard("train")  # Ray:
-    batches = _endless_batches(shard, max(1, data.batch_size // world), device)
+    batches = _endless_batches(shard, max(1, data.batch_size // world))
 
     validator = None
     if rank == 0:  # rank 0 alone evaluates, draws and checkpoints
-        norm = IntensityNorm(data.intensity_percentile)
-        pairs = [
-            make_pair(read_volume(item["path"]), item["part"], data.degradation, data.scale_factor, norm)
-            for item in loop_config["val_items"]
-        ]
-        cases = make_cases(pairs, data.scale_factor)
-        validator = Validator(cases, data.scale_factor, grid, device, autocast_dtype=autocast_dtype(config, device))
+        amp = autocast_dtype(config, device)
+        validator = Validator(loop_config["val_cases"], data.scale_factor, grid, device, autocast_dtype=amp)
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         checkpoint = None
@@ -122,6 +116,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable: one TorchTrainer run per trial, named after the trial."""
     trial_id = tune.get_context().get_trial_id()  # Ray:
+    ray.data.DataContext.get_current().enable_progress_bars = False  # Ray: Tune's table is the progress
     config = setup.trial_config(params)
     data = config.data
     total_patches = int(1.1 * config.train.max_steps * data.batch_size) + data.batch_size * setup.workers
@@ -139,7 +134,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         worker_loop,
         train_loop_config={
             "config": config.to_dict(),
-            "val_items": [asdict(item) for item in setup.val_items],
+            "val_cases": setup.val_cases,
             "cpus_per_worker": setup.cpus_per_worker,
         },
         scaling_config=ScalingConfig(

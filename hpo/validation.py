@@ -20,6 +20,10 @@ METRIC = "val/psnr"  # PSNR inside the brain mask, dB
 MODE = "max"
 BRAIN_THRESHOLD = 0.2
 CONTEXT_LR_VOXELS = 4  # LR voxels of input context around a validation region (inside the split's gap)
+# Large windows with little overlap: 1.6x less work per evaluation than superresolve's defaults
+# (32, 0.25), which blend more for the best whole-volume output.
+VALIDATION_ROI = 48
+VALIDATION_OVERLAP = 0.125
 
 
 @dataclass(frozen=True)
@@ -69,11 +73,10 @@ class Validator:
         scale_factor: int,
         grid: str,
         device: torch.device | str = "cpu",
-        roi_size: int = 32,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.cases, self.scale_factor, self.grid = cases, scale_factor, grid
-        self.device, self.roi_size, self.autocast_dtype = device, roi_size, autocast_dtype
+        self.device, self.autocast_dtype = device, autocast_dtype
         self.last_sr: np.ndarray | None = None  # SR of cases[0], model units, region only
 
     def __call__(self, generator: nn.Module) -> dict[str, float]:
@@ -91,7 +94,8 @@ class Validator:
                 torch.from_numpy(case.lr)[None, None],
                 self.scale_factor,
                 self.grid,
-                roi_size=self.roi_size,
+                roi_size=VALIDATION_ROI,
+                overlap=VALIDATION_OVERLAP,
                 device=self.device,
                 autocast_dtype=self.autocast_dtype,
             )[0, 0].numpy()

@@ -28,3 +28,16 @@ def blob(shape: tuple[int, ...] = (24, 24, 24), seed: int = 0) -> np.ndarray:
     grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij"))
     inside = (grid**2).sum(0) < 0.6
     return (inside * (100 + 20 * np.sin(4 * grid[0]) * np.cos(3 * grid[1])) + rng.normal(0, 1, shape)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole test session: 2 CPUs, as on this machine and in CI."""
+    import ray
+
+    from hpo.search import RAY_ENV
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=300 * 2**20, runtime_env={"env_vars": RAY_ENV})
+    yield ray
+    ray.shutdown()

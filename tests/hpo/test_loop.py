@@ -80,6 +80,22 @@ def test_resumes_from_a_checkpoint(tmp_path):
     recorder = Recorder()
     train(config, random_batches(1), None, recorder, resume_from=tmp_path)
     assert [int(m["step"]) for m, _, _ in recorder.calls] == [4]
+    assert recorder.calls[0][0]["resumed_from_step"] == 2
+
+
+def test_a_run_resumed_after_its_last_step_reports_once_more(tmp_path):
+    config = Config().override(TINY)
+    last = []
+
+    def keep(metrics, checkpoint):
+        for name in ("config.json", "state.pt"):
+            (tmp_path / name).write_bytes((checkpoint / name).read_bytes())
+        last.append(metrics)
+
+    train(config, random_batches(), lambda g: {"val/psnr": 1.0}, keep)
+    recorder = Recorder()
+    final = train(config, random_batches(), lambda g: {"val/psnr": 2.0}, recorder, resume_from=tmp_path)
+    assert [int(m["step"]) for m, _, _ in recorder.calls] == [4] and final["val/psnr"] == 2.0
 
 
 @pytest.mark.parametrize("threads", [1, 2])

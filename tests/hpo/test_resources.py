@@ -1,0 +1,32 @@
+import pytest
+
+from hpo.resources import DRIVER_CPUS, ResourceError, plan_resources
+
+
+def test_two_cpus_two_workers_leave_room_for_data_tasks():
+    plan = plan_resources([{"CPU": 2.0}], workers=2)
+    assert plan.gpus_per_worker == 0 and plan.max_concurrent == 1
+    used = plan.workers * plan.cpus_per_worker + DRIVER_CPUS
+    assert used + plan.data_cpus_per_trial <= 2.0 and plan.data_task_cpus > 0
+
+
+def test_gpus_are_used_where_the_cluster_has_them():
+    nodes = [{"CPU": 4.0}, {"CPU": 16.0, "GPU": 4.0}, {"CPU": 16.0, "GPU": 4.0}]
+    plan = plan_resources(nodes, workers=2)
+    assert plan.gpus_per_worker == 1 and plan.cpus_per_worker == 1 and plan.max_concurrent == 4
+
+
+@pytest.mark.parametrize(
+    "nodes, kwargs, message",
+    [
+        ([{"CPU": 2.0}], {"gpus_per_worker": 1}, "the cluster has none"),
+        ([{"CPU": 8.0, "GPU": 1.0}], {"gpus_per_worker": 2}, "does not fit on any node"),
+        ([{"CPU": 8.0, "GPU": 1.0}], {"workers": 2, "gpus_per_worker": 1}, "exceed"),
+        ([{"CPU": 2.0}], {"cpus_per_worker": 4}, "do not fit on any node"),
+        ([{"CPU": 2.0}], {"max_concurrent": 10}, "cannot hold"),
+        ([{"CPU": 4.0}], {"cpus_per_worker": 1, "max_concurrent": 9}, "only 3 trials fit"),
+    ],
+)
+def test_impossible_requests_are_refused_up_front(nodes, kwargs, message):
+    with pytest.raises(ResourceError, match=message):
+        plan_resources(nodes, **({"workers": 1} | kwargs))

@@ -1,0 +1,200 @@
+"""The whole search on a real local Ray (2 CPUs), real MLflow store and registry, real NIfTI files.
+
+One small search (module fixture) feeds most tests: 6 trials of 2 DDP workers each, ASHA on.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+import nibabel as nib
+import pytest
+from mlflow.tracking import MlflowClient
+
+from hpo import promote, search, superresolve
+from hpo.runtime import PROJECT_ROOT
+from hpo.tracking import MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, TRIAL_TAG
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def search_args(root, *extra, trials=6, name="s"):
+    return [
+        "--fast", "--trials", str(trials), "--name", name,
+        "--storage", str(root / "ray"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}", *extra,
+    ]
+
+
+def child_runs(root, name):
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mri-sr-search")
+    parent = client.search_runs([experiment.experiment_id], f"tags.`{SEARCH_TAG}` = '{name}'")[0]
+    children = client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    return client, parent, children
+
+
+@pytest.fixture(scope="module")
+def finished_search(ray_cluster, tmp_path_factory):
+    from tests.conftest import ANATOMICAL
+
+    root = tmp_path_factory.mktemp("search")
+    code = search.main(search_args(root, "--workers-per-trial", "2", "--data", str(ANATOMICAL)))
+    assert code == 0
+    return root
+
+
+def test_mlflow_holds_a_parent_and_a_child_per_trial(finished_search):
+    client, parent, children = child_runs(finished_search, "s")
+    assert parent.info.status == "FINISHED" and parent.data.metrics["search/trials"] == 6
+    assert len(children) == 6 and len({c.data.tags[TRIAL_TAG] for c in children}) == 6
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert {"optim.lr_g", "model.upsampler", "loss.adversarial_weight", "data.patch_size"} <= child.data.params.keys()
+        history = client.get_metric_history(child.info.run_id, "val/psnr")
+        assert [m.step for m in history][:1] == [2]  # one value per evaluation, stepped by training step
+        assert MODEL_URI_TAG in child.data.tags
+        previews = [a.path for a in client.list_artifacts(child.info.run_id, "previews")]
+        assert previews and previews[0].endswith(".png")
+
+
+def test_asha_stopped_trials_freed_their_workers_for_the_next(finished_search):
+    # Each trial holds both CPUs (2 workers); had a stopped trial kept its placement group, the
+    # trials after it could never have started and the search would not have finished.
+    state = json.loads(next((finished_search / "ray" / "s").glob("experiment_state-*.json")).read_text())
+    assert len(state["trial_data"]) == 6
+    _, _, children = child_runs(finished_search, "s")
+    iterations = [len(MlflowClient(f"sqlite:///{finished_search / 'mlflow.db'}").get_metric_history(c.info.run_id, "val/psnr")) for c in children]
+    assert min(iterations) == 1 and max(iterations) == 2  # ASHA stopped some at its first rung
+
+
+def test_promote_then_superresolve_with_the_registered_model(finished_search, tmp_path, anatomical, capsys):
+    uri = f"sqlite:///{finished_search / 'mlflow.db'}"
+    assert promote.main(["--tracking-uri", uri]) == 0
+    assert promote.main(["--tracking-uri", uri]) == 0  # safe to repeat
+    client = MlflowClient(uri)
+    versions = client.search_model_versions("name = 'mri-sr-generator'")
+    assert len(versions) == 1
+    champion = client.get_model_version_by_alias("mri-sr-generator", "champion")
+    _, _, children = child_runs(finished_search, "s")
+    best = max(children, key=lambda c: c.data.metrics["val/psnr"])
+    assert champion.run_id == best.info.run_id
+    out = tmp_path / "sr.nii.gz"
+    args = [str(anatomical), str(out), "--model", "models:/mri-sr-generator@champion", "--tracking-uri", uri]
+    assert superresolve.main(args + ["--no-progress"]) == 0
+    assert nib.load(out).shape == (66, 82, 50)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(base, route, **query):
+    with urllib.request.urlopen(f"{base}{route}?{urllib.parse.urlencode(query)}", timeout=30) as r:
+        return r.read()
+
+
+def _post(base, route, body):
+    request = urllib.request.Request(f"{base}{route}", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def test_mlflow_server_shows_what_a_user_browses(finished_search):
+    uri = f"sqlite:///{finished_search / 'mlflow.db'}"
+    assert promote.main(["--tracking-uri", uri]) == 0
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+         "--artifacts-destination", str(finished_search / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                _get(base, "/health")
+                break
+            except OSError:
+                time.sleep(0.5)
+        experiment = json.loads(_get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="mri-sr-search"))
+        experiment_id = experiment["experiment"]["experiment_id"]
+        runs = _post(base, "/api/2.0/mlflow/runs/search", {
+            "experiment_ids": [experiment_id], "filter": f"tags.`{TRIAL_TAG}` != ''",
+            "order_by": ["metrics.`val/psnr` DESC"],
+        })["runs"]
+        psnrs = [next(m["value"] for m in r["data"]["metrics"] if m["key"] == "val/psnr") for r in runs]
+        assert len(runs) == 6 and psnrs == sorted(psnrs, reverse=True)
+        best_id = runs[0]["info"]["run_id"]
+        listed = json.loads(_get(base, "/api/2.0/mlflow/artifacts/list", run_id=best_id, path="previews"))
+        png = _get(base, "/get-artifact", run_uuid=best_id, path=listed["files"][0]["path"])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        alias = json.loads(_get(base, "/api/2.0/mlflow/registered-models/alias", name="mri-sr-generator", alias="champion"))
+        assert alias["model_version"]["run_id"] == best_id
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_corrupt_volume_is_reported_and_the_search_completes(ray_cluster, tmp_path, anatomical, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.nii").write_bytes(anatomical.read_bytes())
+    (data / "b.nii").write_bytes(anatomical.read_bytes())
+    (data / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    assert search.main(search_args(tmp_path, "--data", str(data), trials=2, name="c")) == 0
+    err = capsys.readouterr().err
+    assert f"skipped {data / 'broken.nii.gz'}: truncated or corrupt gzip" in err
+    assert child_runs(tmp_path, "c")[1].data.params["volumes_skipped"] == "1"
+
+
+def test_no_usable_volume_stops_at_once(ray_cluster, tmp_path, capsys):
+    (tmp_path / "bad.nii").write_text("no image here")
+    assert search.main(search_args(tmp_path, "--data", str(tmp_path / "bad.nii"), name="n")) == 2
+    assert "error: no usable volume among 1" in capsys.readouterr().err
+
+
+def test_gpus_requested_on_a_cluster_without_gpus_is_a_clear_error(ray_cluster, tmp_path, capsys):
+    assert search.main(search_args(tmp_path, "--gpus-per-worker", "1", name="g")) == 2
+    assert "asked for GPUs, but the cluster has none" in capsys.readouterr().err
+
+
+def test_killed_search_resumes_without_repeats_or_duplicate_runs(ray_cluster, tmp_path, anatomical):
+    args = search_args(tmp_path, "--data", str(anatomical), "--max-concurrent", "1", trials=4, name="k")
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    driver = subprocess.Popen([sys.executable, "hpo/search.py", *args], cwd=PROJECT_ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            # The Tune run folder appears after the driver has set MLflow up: opening the store
+            # earlier would race its schema migration.
+            if (tmp_path / "ray" / "k").is_dir():
+                try:
+                    finished = [c for c in child_runs(tmp_path, "k")[2] if c.info.status == "FINISHED"]
+                except (IndexError, AttributeError):
+                    finished = []
+                if finished:
+                    break
+            time.sleep(1)
+        assert finished, "no trial finished before the deadline"
+        driver.send_signal(signal.SIGKILL)  # the driver dies mid-search
+        driver.wait(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    done_before = {c.data.tags[TRIAL_TAG]: c.info.run_id for c in finished}
+    assert search.main(args + ["--resume"]) == 0
+    client, _, children = child_runs(tmp_path, "k")
+    assert len(children) == 4 and len({c.data.tags[TRIAL_TAG] for c in children}) == 4
+    assert all(c.info.status == "FINISHED" for c in children)
+    for trial_id, run_id in done_before.items():
+        evaluations = client.get_metric_history(run_id, "val/psnr")
+        assert len(evaluations) <= 2, f"trial {trial_id} ran again after the resume"
