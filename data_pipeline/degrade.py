@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from data_pipeline.geometry import Grid
+from models.grid import Grid
 
 
 def crop_to_multiple(hr: np.ndarray, scale_factor: int) -> np.ndarray:

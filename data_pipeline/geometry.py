@@ -1,10 +1,8 @@
 """Where the voxels of an upsampled volume sit in the world (PROTOCOL.md, "Geometry")."""
 
-from typing import Literal
-
 import numpy as np
 
-Grid = Literal["corner", "centre"]
+from models.grid import Grid, lr_offset
 
 
 def upsampled_affine(affine: np.ndarray, scale_factor: int, grid: Grid) -> np.ndarray:
@@ -15,12 +13,7 @@ def upsampled_affine(affine: np.ndarray, scale_factor: int, grid: Grid) -> np.nd
     -(s-1)/(2s) LR voxel along each axis. Rotation and shear are kept in both.
     """
     s = scale_factor
-    if grid == "corner":
-        shift = 0.0
-    elif grid == "centre":
-        shift = (1 - s) / (2 * s)
-    else:
-        raise ValueError(f"unknown grid convention {grid!r}; choose 'corner' or 'centre'")
+    shift = lr_offset(s, grid)
     hr_to_lr = np.array(
         [[1 / s, 0, 0, shift], [0, 1 / s, 0, shift], [0, 0, 1 / s, shift], [0, 0, 0, 1]], dtype=np.float64
     )

@@ -8,6 +8,8 @@ matplotlib.use("Agg")  # no display on cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+PREVIEW_FILE = "preview.png"  # inside each checkpoint folder; the MLflow tracker logs it
+
 
 def _slices(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
     x, y, z = centre

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 from ray import tune
 
+from hpo.preview import PREVIEW_FILE
 from hpo.runtime import PROJECT_ROOT
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"  # absolute: four slashes
@@ -28,7 +29,6 @@ PARENT_TAG = "mlflow.parentRunId"
 SEARCH_TAG = "mri_sr.search"  # on the parent run: the search's name
 TRIAL_TAG = "mri_sr.trial_id"  # on a child run: the Ray Tune trial id
 MODEL_URI_TAG = "mri_sr.generator_uri"
-PREVIEW_FILE = "preview.png"
 # What loading the logged generator needs; pinned as in requirements.txt.
 MODEL_REQUIREMENTS = ["torch==2.13.0", "numpy==2.3.5", "monai==1.6.1", "nibabel==5.4.2", "scipy==1.17.1"]
 

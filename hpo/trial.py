@@ -25,11 +25,10 @@ from data_pipeline.degrade import get_degradation
 from data_pipeline.ray_data import PatchSpec, patch_stream
 from hpo.config import Config
 from hpo.loop import Runtime, autocast_dtype, train
-from hpo.preview import save_preview
+from hpo.preview import PREVIEW_FILE, save_preview
 from hpo.runtime import set_threads
 from hpo.validation import ValidationCase, Validator
 
-PREVIEW_FILE = "preview.png"
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,11 @@
 """The 3D SRResNet-style generator of Sánchez & Vilaplana (MIDL 2018), with switchable modern parts."""
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.grid import Grid
 from models.upsample import make_upsampler
-
-Grid = Literal["corner", "centre"]
 
 
 def upsample_linear(x: torch.Tensor, scale_factor: int, grid: Grid) -> torch.Tensor:

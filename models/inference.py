@@ -5,6 +5,8 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from models.grid import lr_offset
+
 # Weight left on a window's extrapolated HR voxels: small, but not zero, because at the volume's far
 # faces no other window covers them.
 EXTRAPOLATED_WEIGHT = 1e-3
@@ -21,8 +23,7 @@ def window_weights(roi_size: int, scale_factor: int, grid: str) -> torch.Tensor:
     s = scale_factor
     size = roi_size * s
     weights = compute_importance_map((size,) * 3, mode="gaussian", sigma_scale=0.125, device="cpu")
-    shift = {"corner": 0.0, "centre": -(s - 1) / (2 * s)}[grid]
-    lr_coordinate = torch.arange(size) / s + shift  # where each HR voxel reads the LR window
+    lr_coordinate = torch.arange(size) / s + lr_offset(s, grid)  # where each HR voxel reads the LR window
     outside = (lr_coordinate < 0) | (lr_coordinate > roi_size - 1)
     damp = torch.where(outside, EXTRAPOLATED_WEIGHT, 1.0)
     return (weights * damp[:, None, None] * damp[None, :, None] * damp[None, None, :])[None, None]
