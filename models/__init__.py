@@ -1,7 +1,6 @@
-"""Pure torch modules: the generator, the discriminator, the losses and the metrics."""
+"""Pure torch modules: the generator, the discriminator, the losses and the metrics.
 
-from models.discriminator import Discriminator3D
-from models.generator import Generator3D, upsample_linear
-from models.upsample import UPSAMPLERS, voxel_shuffle, voxel_unshuffle
-
-__all__ = ["Discriminator3D", "Generator3D", "UPSAMPLERS", "upsample_linear", "voxel_shuffle", "voxel_unshuffle"]
+Import the submodules themselves (`from models.generator import Generator3D`): this package
+imports nothing eagerly, so that `models.grid`, which the data tasks need, does not pull torch into
+every Ray Data worker.
+"""

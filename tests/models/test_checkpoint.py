@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from models import Generator3D
+from models.generator import Generator3D
 from models.checkpoint import STATE_FILE, load_checkpoint, load_generator, save_checkpoint
 
 KWARGS = {"base_channels": 4, "num_blocks": 1, "scale_factor": 2, "upsampler": "subpixel", "grid": "centre"}

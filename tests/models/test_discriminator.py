@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models import Discriminator3D
+from models.discriminator import Discriminator3D
 
 
 @pytest.mark.parametrize("size", [8, 16, 24, 40])

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from models import UPSAMPLERS, Generator3D, upsample_linear
+from models.generator import Generator3D, upsample_linear
+from models.upsample import UPSAMPLERS
 
 
 @pytest.mark.parametrize("upsampler", UPSAMPLERS)

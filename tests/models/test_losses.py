@@ -1,6 +1,6 @@
 import torch
 
-from models import Discriminator3D
+from models.discriminator import Discriminator3D
 from models.losses import (
     FAKE_TARGET,
     REAL_TARGET,
