@@ -12,8 +12,8 @@ from models.grid import lr_offset
 EXTRAPOLATED_WEIGHT = 1e-3
 
 
-def window_weights(roi_size: int, scale_factor: int, grid: str) -> torch.Tensor:
-    """(1, 1, sR, sR, sR) blending weights of one output window.
+def window_weights(roi_size: int | tuple[int, int, int], scale_factor: int, grid: str) -> torch.Tensor:
+    """(1, 1, sRx, sRy, sRz) blending weights of one output window.
 
     A Gaussian, as MONAI's "gaussian" mode, but built at the output resolution, so that the HR
     voxels of a window that lie outside its outermost LR voxel centres (the last s-1 on the "corner"
@@ -21,12 +21,15 @@ def window_weights(roi_size: int, scale_factor: int, grid: str) -> torch.Tensor:
     extrapolate them, and the neighbouring window, which sees both sides, decides them instead.
     """
     s = scale_factor
-    size = roi_size * s
-    weights = compute_importance_map((size,) * 3, mode="gaussian", sigma_scale=0.125, device="cpu")
-    lr_coordinate = torch.arange(size) / s + lr_offset(s, grid)  # where each HR voxel reads the LR window
-    outside = (lr_coordinate < 0) | (lr_coordinate > roi_size - 1)
-    damp = torch.where(outside, EXTRAPOLATED_WEIGHT, 1.0)
-    return (weights * damp[:, None, None] * damp[None, :, None] * damp[None, None, :])[None, None]
+    roi = (roi_size,) * 3 if isinstance(roi_size, int) else tuple(roi_size)
+    weights = compute_importance_map(tuple(s * r for r in roi), mode="gaussian", sigma_scale=0.125, device="cpu")
+    for axis, r in enumerate(roi):
+        lr_coordinate = torch.arange(s * r) / s + lr_offset(s, grid)  # where each HR voxel reads the LR window
+        outside = (lr_coordinate < 0) | (lr_coordinate > r - 1)
+        shape = [1, 1, 1]
+        shape[axis] = s * r
+        weights = weights * torch.where(outside, EXTRAPOLATED_WEIGHT, 1.0).reshape(shape)
+    return weights[None, None]
 
 
 @torch.no_grad()
@@ -35,7 +38,7 @@ def sliding_window_superresolve(
     lr: torch.Tensor,
     scale_factor: int,
     grid: str,
-    roi_size: int = 32,
+    roi_size: int | tuple[int, int, int] = 32,
     batch_size: int = 4,
     overlap: float = 0.25,
     device: torch.device | str = "cpu",
