@@ -25,10 +25,10 @@ from hpo.config import Config
 from hpo.loop import Runtime, autocast_dtype, train
 from hpo.resources import DRIVER_CPUS, plan_resources
 from hpo.runtime import set_threads
-from hpo.search import RAY_ENV
+from hpo.search import start_ray
 from hpo.search_space import search_space
 from hpo.trial import TrialSetup, run_trial
-from hpo.validation import METRIC, MODE, Validator, make_cases
+from hpo.validation import METRIC, MODE, Validator, make_block_cases
 
 
 def sample_configs(count: int, seed: int) -> list[dict]:
@@ -52,7 +52,7 @@ def plain_optuna(configs: list[dict], base: Config) -> tuple[float, float]:
         search_space(trial)
         config = base.override(trial.params)
         grid = get_degradation(config.data.degradation).grid
-        cases = make_cases(val_pairs, config.data.scale_factor)
+        cases = make_block_cases(val_pairs, config.data.scale_factor)
         batches = patch_batches(train_pairs, 2, config.data.patch_size, config.data.batch_size, config.train.seed)
         validator = Validator(cases, 2, grid, autocast_dtype=autocast_dtype(config, Runtime().device))
         final = train(config, batches, validator, lambda metrics, checkpoint: rates.append(metrics["train/patches_per_s"]))
@@ -73,7 +73,7 @@ def ray_search(configs: list[dict], base: Config, workers: int) -> float:
     data = base.data
     train_items, val_items = plan_split([str(p) for p in resolve_inputs(None)])
     norm = IntensityNorm(data.intensity_percentile)
-    cases = make_cases([make_pair(read_volume(i.path), i.part, data.degradation, 2, norm) for i in val_items], 2)
+    cases = ray.put(make_block_cases([make_pair(read_volume(i.path), i.part, data.degradation, 2, norm) for i in val_items], 2))
     plan = plan_resources([n["Resources"] for n in ray.nodes() if n["Alive"]], workers)
     with tempfile.TemporaryDirectory() as storage:
         setup = TrialSetup(base.to_dict(), train_items, cases, plan.workers, plan.cpus_per_worker,
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = sample_configs(args.trials, args.seed)
     set_threads()
     plain_s, consumed = plain_optuna(configs, base)
-    ray.init(num_cpus=None, runtime_env={"env_vars": RAY_ENV}, include_dashboard=None)
+    start_ray()  # as the search starts it
     ray_s = ray_search(configs, base, args.workers_per_trial)
     produced = ray_data_rate(base, patches=2048)
     print(f"\n{args.trials} trials x {args.steps} steps (batch {base.data.batch_size}, {base.model.base_channels} channels)")

@@ -29,6 +29,18 @@ class TrialResources:
         return self.data_cpus_per_trial / 2  # two patch tasks in flight per trial
 
 
+def nodes_to_plan_for(alive: list[dict[str, float]], groups: list[tuple[dict[str, float], int]]) -> list[dict[str, float]]:
+    """The nodes alive now or, on an autoscaling cluster, the most its node types may add up to.
+
+    `groups`: (resources of one node, most nodes of that type), as the autoscaler publishes them;
+    empty on a fixed cluster. Planning for what the autoscaler can start lets trials ask for GPU
+    nodes that are not up yet, while a request no node type can meet still fails at once.
+    """
+    possible = [dict(resources) for resources, count in groups for _ in range(count)]
+    total = lambda nodes: (sum(n.get("GPU", 0.0) for n in nodes), sum(n.get("CPU", 0.0) for n in nodes))  # noqa: E731
+    return possible if possible and total(possible) >= total(alive) else alive
+
+
 def plan_resources(
     nodes: list[dict[str, float]],
     workers: int,

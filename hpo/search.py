@@ -9,27 +9,33 @@ cluster that `RAY_ADDRESS` names. `--resume` continues an interrupted search.
 import argparse
 import os
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import ray
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from pyarrow import fs
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from data_pipeline.dataset import make_pair, min_shape_for, plan_split, resolve_inputs
+from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import is_uri, read_volume
 from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
-from hpo.resources import DRIVER_CPUS, ResourceError, plan_resources
+from hpo.resources import DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_resources
 from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import search_space
-from hpo.tracking import DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, tracking_uri
+from hpo.tracking import DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, tracking_uri
 from hpo.trial import TrialSetup, run_trial
-from hpo.validation import METRIC, MODE, make_cases
+from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, make_block_cases, make_cases
+from models.checkpoint import load_generator
 
 DEFAULT_STORAGE = PROJECT_ROOT / "runs" / "ray"
 RAY_ENV = {
@@ -49,8 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
     p.add_argument("--name", help="this search's name: Tune run and MLflow parent run (default: the experiment)")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {tracking_uri()})")
-    p.add_argument("--storage", default=str(DEFAULT_STORAGE),
-                   help="Ray results and checkpoints; on a cluster a path every node shares, or s3://...")
+    p.add_argument("--storage", default=os.environ.get("MRI_SR_STORAGE", str(DEFAULT_STORAGE)),
+                   help="Ray results and checkpoints; on a cluster a path every node shares, or s3://... "
+                        f"(default: $MRI_SR_STORAGE, which the cluster files set, or {DEFAULT_STORAGE})")
     p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers in each trial")
     p.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
     p.add_argument("--cpus-per-worker", type=float, help="default: 1 with GPUs, else the CPUs a trial's share allows")
@@ -79,7 +86,23 @@ def start_ray() -> None:
         return
     # RAY_ADDRESS set: join that cluster. Unset: start a local one, dashboard included (without it,
     # Train V2 cannot free the workers of trials that ASHA stops; ../shared/RAY_NOTES.md).
-    ray.init(address=os.environ.get("RAY_ADDRESS"), runtime_env={"env_vars": RAY_ENV})
+    address = os.environ.get("RAY_ADDRESS")
+    env = dict(RAY_ENV)
+    if not address:
+        # Train's preemption watcher (one more process per trial) only serves spot nodes that the
+        # cloud reclaims; one machine has none.
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
+    ray.init(address=address, runtime_env={"env_vars": env})
+
+
+def cluster_nodes() -> list[dict[str, float]]:
+    """Each node's resources: the nodes alive, or the most an autoscaling cluster may start."""
+    alive = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    # Ray: the autoscaler's node types (private API; Ray Train asks it the same question). None on
+    # a fixed cluster. A type with no upper bound counts as 64 nodes.
+    config = ray._private.state.state.get_cluster_config()
+    groups = [(dict(g.resources), g.max_count if g.max_count >= 0 else 64) for g in config.node_group_configs] if config else []
+    return nodes_to_plan_for(alive, groups)
 
 
 def error(message: str) -> int:
@@ -102,10 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         return error(f"a search named {name!r} exists at {run_path}: add --resume, or pick another --name")
 
     start_ray()
-    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     try:
         plan = plan_resources(
-            nodes, args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
+            cluster_nodes(), args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
             args.data_cpus_per_trial, args.max_concurrent,
         )
     except ResourceError as err:
@@ -126,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     train_items, val_items = plan_split(usable)
     norm = IntensityNorm(data.intensity_percentile)
     val_pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
+    # Trials are scored on blocks of the held-out regions (cheap enough to run for every trial);
+    # the winner is checked on the whole regions at the end.
+    checks = Checks(make_block_cases(val_pairs, data.scale_factor), make_cases(val_pairs, data.scale_factor),
+                    data.scale_factor, get_degradation(data.degradation).grid)
     setup = TrialSetup(
         base_config=config.to_dict(),
         train_items=train_items,
-        val_cases=make_cases(val_pairs, data.scale_factor),
+        val_cases=ray.put(checks.blocks),
         workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker,
         gpus_per_worker=plan.gpus_per_worker,
@@ -145,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "steps_per_trial": config.train.max_steps, "eval_every": config.train.eval_every, "seed": args.seed,
         "volumes_usable": len(usable), "volumes_skipped": len(problems),
     })
+    cubic_blocks = baselines(checks.blocks, checks.scale_factor, checks.grid)["cubic"]
+    client.log_metric(parent, f"baseline/cubic/{METRIC}", cubic_blocks["psnr"])
+    print(f"validation: {len(checks.blocks)} blocks of held-out anatomy; cubic B-spline {cubic_blocks['psnr']:.2f} dB in brain")
 
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": DRIVER_CPUS})
     start = time.perf_counter()
@@ -173,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     results = tuner.fit()
     wall = time.perf_counter() - start
-    return summarise(results, client, parent, name, args, uri, wall, len(problems))
+    return summarise(results, client, parent, name, args, uri, wall, len(problems), checks, storage)
 
 
 def _searched_keys() -> list[str]:
@@ -183,7 +212,28 @@ def _searched_keys() -> list[str]:
     return list(trial.params)
 
 
-def summarise(results, client: MlflowClient, parent: str, name: str, args, uri: str, wall: float, skipped: int) -> int:
+@dataclass(frozen=True)
+class Checks:
+    """The held-out anatomy, twice: blocks that score every trial, whole regions for the winner."""
+
+    blocks: list[ValidationCase]
+    whole: list[ValidationCase]
+    scale_factor: int
+    grid: str
+
+    def champion(self, checkpoint: str, storage: str) -> tuple[dict[str, float], dict[str, float]]:
+        """(the generator's metrics, cubic B-spline's) on the whole held-out regions."""
+        filesystem = fs.FileSystem.from_uri(storage)[0] if is_uri(storage) else None
+        with tempfile.TemporaryDirectory() as tmp:
+            generator, _ = load_generator(local_copy(checkpoint, filesystem, tmp))
+        scores = Validator(self.whole, self.scale_factor, self.grid)(generator)
+        return scores, baselines(self.whole, self.scale_factor, self.grid)["cubic"]
+
+
+def summarise(
+    results, client: MlflowClient, parent: str, name: str, args, uri: str, wall: float, skipped: int,
+    checks: Checks, storage: str,
+) -> int:
     frame = results.get_dataframe()
     finished = frame[frame[METRIC].notna()] if METRIC in frame else frame.iloc[0:0]
     client.log_metric(parent, "search/wall_s", wall)
@@ -193,10 +243,18 @@ def summarise(results, client: MlflowClient, parent: str, name: str, args, uri: 
         return error(f"no trial reported {METRIC}; see the trial errors above")
     best = finished.sort_values(METRIC, ascending=False)
     client.log_metric(parent, f"best/{METRIC}", float(best[METRIC].iloc[0]))
-    client.set_terminated(parent, "FINISHED")
-    shown = ["trial_id", METRIC, "val/ssim", "training_iteration"] + [c for c in best.columns if c.startswith("config/")]
-    print(f"\n{len(frame)} trials in {wall / 60:.1f} min; best by {METRIC} (dB, brain):")
+    shown = ["trial_id", METRIC, "val/ssim", "step"] + [c for c in best.columns if c.startswith("config/")]
+    print(f"\n{len(frame)} trials in {wall / 60:.1f} min; best by {METRIC} (dB, brain, on the validation blocks):")
     print(best[shown].head(5).rename(columns=lambda c: c.removeprefix("config/")).to_string(index=False))
+
+    scores, cubic = checks.champion(best["checkpoint_path"].iloc[0], storage)
+    now = int(time.time() * 1000)
+    client.log_batch(parent, metrics=[Metric(key, value, now, 0) for key, value in {
+        f"champion/whole/{METRIC}": scores[METRIC], "champion/whole/val/ssim": scores["val/ssim"],
+        f"baseline/cubic/whole/{METRIC}": cubic["psnr"]}.items()])
+    client.set_terminated(parent, "FINISHED")
+    print(f"\nchampion {best['trial_id'].iloc[0]} on the whole held-out regions: {scores[METRIC]:.2f} dB in brain, "
+          f"SSIM {scores['val/ssim']:.3f}; cubic B-spline {cubic['psnr']:.2f} dB ({scores[METRIC] - cubic['psnr']:+.2f} dB)")
     if skipped:
         print(f"\nskipped {skipped} unusable volume(s) (listed above)")
     print(f"\nMLflow: {uri}, experiment {args.experiment!r}, parent run {parent}")

@@ -102,7 +102,7 @@ def log_generator(checkpoint_dir: Path) -> str:
     return info.model_uri
 
 
-def _local_copy(path: str, filesystem, into: str) -> Path:
+def local_copy(path: str, filesystem, into: str) -> Path:
     """A checkpoint folder from Ray's storage (local path, or a path inside an object store)."""
     if filesystem is None:
         return Path(path)
@@ -190,7 +190,7 @@ class MlflowTracker(tune.Callback):
         checkpoint = result.get("checkpoint_path")
         if checkpoint:
             with tempfile.TemporaryDirectory() as tmp:
-                local = _local_copy(checkpoint, self.filesystem, tmp)
+                local = local_copy(checkpoint, self.filesystem, tmp)
                 if (local / PREVIEW_FILE).is_file():
                     named = Path(tmp) / f"step_{step:06d}.png"
                     shutil.copy(local / PREVIEW_FILE, named)
@@ -201,7 +201,7 @@ class MlflowTracker(tune.Callback):
         checkpoint = self._last_checkpoint.get(trial.trial_id)
         if checkpoint and MODEL_URI_TAG not in self.client.get_run(run_id).data.tags:
             with tempfile.TemporaryDirectory() as tmp:
-                local = _local_copy(checkpoint, self.filesystem, tmp)
+                local = local_copy(checkpoint, self.filesystem, tmp)
                 mlflow.set_tracking_uri(self.uri)
                 with mlflow.start_run(run_id=run_id):
                     uri = log_generator(local)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ray
 import ray.data
 import ray.train
 import ray.train.torch
@@ -24,11 +25,11 @@ from data_pipeline.dataset import SplitItem
 from data_pipeline.degrade import get_degradation
 from data_pipeline.ray_data import PatchSpec, patch_stream
 from hpo.config import Config
-from hpo.loop import Runtime, autocast_dtype, train
-from hpo.preview import PREVIEW_FILE, save_preview
 from hpo.runtime import set_threads
-from hpo.validation import ValidationCase, Validator
 
+# The driver of every trial is a fresh process that imports this module: it stays light (no MONAI,
+# matplotlib or MLflow, seconds of CPU per trial). What only the workers need is imported in
+# `worker_loop`.
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TrialSetup:
 
     base_config: dict[str, Any]  # Config.to_dict(); each trial overrides the searched keys
     train_items: list[SplitItem]
-    val_cases: list[ValidationCase]  # prepared once by the search, shipped through the object store
+    val_cases: ray.ObjectRef  # list[hpo.validation.ValidationCase], put once by the search
     workers: int
     cpus_per_worker: float
     gpus_per_worker: float
@@ -70,6 +71,10 @@ def _endless_batches(shard, batch_size: int):
 
 def worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs in every Ray Train worker: the same `hpo.loop.train` that `hpo/train.py` runs."""
+    from hpo.loop import Runtime, autocast_dtype, train
+    from hpo.preview import PREVIEW_FILE, save_preview
+    from hpo.validation import Validator
+
     config = Config.from_dict(loop_config["config"])
     context = ray.train.get_context()  # Ray:
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -83,7 +88,8 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     validator = None
     if rank == 0:  # rank 0 alone evaluates, draws and checkpoints
         amp = autocast_dtype(config, device)
-        validator = Validator(loop_config["val_cases"], data.scale_factor, grid, device, autocast_dtype=amp)
+        cases = ray.get(loop_config["val_cases"])  # Ray: an object reference, fetched where it is used
+        validator = Validator(cases, data.scale_factor, grid, device, autocast_dtype=amp)
 
     def report(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         checkpoint = None

@@ -1,6 +1,6 @@
 import pytest
 
-from hpo.resources import DRIVER_CPUS, ResourceError, plan_resources
+from hpo.resources import DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_resources
 
 
 def test_two_cpus_two_workers_leave_room_for_data_tasks():
@@ -30,3 +30,20 @@ def test_gpus_are_used_where_the_cluster_has_them():
 def test_impossible_requests_are_refused_up_front(nodes, kwargs, message):
     with pytest.raises(ResourceError, match=message):
         plan_resources(nodes, **({"workers": 1} | kwargs))
+
+
+def test_an_autoscaling_cluster_is_planned_for_the_gpu_nodes_it_may_start():
+    head = {"CPU": 8.0}
+    groups = [(head, 1), ({"CPU": 8.0, "GPU": 1.0}, 4)]  # no GPU node up yet
+    nodes = nodes_to_plan_for([head], groups)
+    assert sum(n.get("GPU", 0) for n in nodes) == 4
+    plan = plan_resources(nodes, workers=2)
+    assert (plan.gpus_per_worker, plan.max_concurrent) == (1.0, 2)
+    with pytest.raises(ResourceError, match="does not fit on any node"):
+        plan_resources(nodes, workers=1, gpus_per_worker=2)
+
+
+def test_a_fixed_cluster_is_planned_for_the_nodes_alive():
+    alive = [{"CPU": 2.0}, {"CPU": 2.0}]
+    assert nodes_to_plan_for(alive, []) == alive
+    assert nodes_to_plan_for(alive, [({"CPU": 1.0}, 1)]) == alive  # never plan for less than is there

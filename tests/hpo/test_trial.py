@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import ray
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from ray.util.state import list_actors
@@ -32,7 +33,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path,
     )
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"config": config.to_dict(), "val_cases": cases, "cpus_per_worker": 0.8},
+        train_loop_config={"config": config.to_dict(), "val_cases": ray.put(cases), "cpus_per_worker": 0.8},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.8}),
         run_config=RunConfig(name="kill", storage_path=str(tmp_path), failure_config=FailureConfig(max_failures=2)),
         datasets={"train": stream},
