@@ -1,0 +1,139 @@
+"""The cluster files: Ray's own launcher validation (offline), and what the search needs of them."""
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+from hpo.runtime import PROJECT_ROOT
+
+CLUSTER = PROJECT_ROOT / "cluster"
+LAUNCHER_FILES = ["aws.yaml", "onprem.yaml"]
+PYTHON_TAG = f"py{sys.version_info.major}{sys.version_info.minor}"
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+def commands(config: dict) -> str:
+    keys = ["setup_commands", "head_setup_commands", "worker_setup_commands", "head_start_ray_commands",
+            "worker_start_ray_commands", "initialization_commands"]
+    return "\n".join(line for key in keys for line in config.get(key, []))
+
+
+@pytest.mark.parametrize("name", LAUNCHER_FILES)
+def test_the_launcher_accepts_the_file(name):
+    validate_config(prepare_config(load(name)))  # raises on anything `ray up` would reject
+
+
+def test_the_launcher_validation_catches_a_misspelt_key():
+    config = load("aws.yaml")
+    config["available_node_types"]["gpu-1x"]["min_worker"] = 1  # sic
+    with pytest.raises(Exception, match="min_worker"):
+        validate_config(prepare_config(config))
+
+
+def test_the_launcher_validation_catches_a_missing_head_type():
+    config = load("aws.yaml")
+    config["head_node_type"] = "no-such-type"
+    with pytest.raises(ValueError, match="head_node_type"):
+        validate_config(prepare_config(copy.deepcopy(config)))
+
+
+def test_aws_nodes_are_a_cpu_head_and_autoscaling_gpu_workers():
+    config = load("aws.yaml")
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert not re.match(r"(g|p)\d", head["node_config"]["InstanceType"]), "the head needs no GPU"
+    workers = {name: t for name, t in types.items() if name != config["head_node_type"]}
+    gpu_counts = {"g5.2xlarge": 1, "g5.12xlarge": 4}
+    assert sorted(gpu_counts[t["node_config"]["InstanceType"]] for t in workers.values()) == [1, 4]
+    for name, t in workers.items():
+        assert 0 <= t["min_workers"] <= t["max_workers"] <= config["max_workers"], name
+    # The search plans from the nodes alive when it starts: some GPU node must be up by default.
+    assert sum(t["min_workers"] for t in workers.values()) >= 1
+
+
+def test_aws_installs_exactly_the_pinned_stack_and_ships_the_project():
+    config = load("aws.yaml")
+    assert config["file_mounts"] == {"~/mri-sr": "."}
+    assert "pip install --quiet -r requirements.txt" in commands(config)
+    for key in ("head_image", "worker_image"):
+        assert config["docker"][key].startswith(f"rayproject/ray:{ray.__version__}-{PYTHON_TAG}-")
+    assert config["docker"]["worker_image"].endswith("-gpu")
+    pins = (PROJECT_ROOT / "requirements.txt").read_text()
+    assert f"ray[default,tune,train,data]=={ray.__version__}" in pins
+    assert re.fullmatch(r"(#.*\n)*boto3==[\d.]+\n", (CLUSTER / "requirements-aws.txt").read_text())
+
+
+def test_aws_storage_and_mlflow_are_shared_and_private():
+    config = load("aws.yaml")
+    text = commands(config)
+    assert "MRI_SR_STORAGE=s3://" in text  # Ray results and checkpoints: every node the same S3 path
+    server = next(line for line in config["head_start_ray_commands"] if "mlflow server" in line)
+    assert "--backend-store-uri sqlite:////" in server and "--artifacts-destination $MRI_SR_ARTIFACTS" in server
+    # Reachable inside the security group only: the group's one outside rule is SSH (aws-setup.sh).
+    assert "IpPermissions" not in config["provider"]["security_group"]
+    setup = (CLUSTER / "aws-setup.sh").read_text()
+    ingress = [line for line in setup.splitlines() if "authorize-security-group-ingress" in line or "--cidr" in line]
+    assert any('--port 22 --cidr "$MY_IP/32"' in line for line in ingress)
+    assert "0.0.0.0/0" not in setup and "::/0" not in setup
+    assert subprocess.run(["bash", "-n", str(CLUSTER / "aws-setup.sh")]).returncode == 0
+
+
+def test_aws_nodes_get_roles_not_keys():
+    config = load("aws.yaml")
+    for name, node_type in config["available_node_types"].items():
+        assert node_type["node_config"]["IamInstanceProfile"]["Name"].startswith("mri-sr-"), name
+
+
+SECRET = re.compile(
+    r"AKIA[0-9A-Z]{16}|aws_secret_access_key|aws_session_token|BEGIN [A-Z ]*PRIVATE KEY|password\s*[:=]",
+    re.IGNORECASE,
+)
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in CLUSTER.iterdir() if p.is_file()))
+def test_no_secret_and_nothing_world_open(path):
+    text = (CLUSTER / path).read_text()
+    assert not SECRET.search(text), f"{path} holds something secret"
+    assert "0.0.0.0/0" not in text and "::/0" not in text
+    assert not re.search(r"type:\s*(LoadBalancer|NodePort)", text)
+
+
+def test_onprem_starts_every_machine_with_shared_storage():
+    config = load("onprem.yaml")
+    assert config["provider"]["type"] == "local"
+    assert config["min_workers"] == config["max_workers"] == len(config["provider"]["worker_ips"])
+    text = commands(config)
+    assert "pip install --quiet -r requirements.txt" in text
+    assert "MRI_SR_STORAGE=/shared/" in text  # a path every machine mounts
+
+
+def test_kuberay_runs_the_same_image_on_gpu_workers():
+    docs = list(yaml.safe_load_all((CLUSTER / "kuberay.yaml").read_text()))
+    cluster = next(d for d in docs if d["kind"] == "RayCluster")
+    assert cluster["apiVersion"] == "ray.io/v1"
+    spec = cluster["spec"]
+    assert spec["rayVersion"] == ray.__version__
+    assert spec["headGroupSpec"]["serviceType"] == "ClusterIP"
+    head_containers = spec["headGroupSpec"]["template"]["spec"]["containers"]
+    assert any("mlflow" in c.get("command", []) for c in head_containers)
+    images = {c["image"] for c in head_containers}
+    for group in spec["workerGroupSpecs"]:
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        for c in group["template"]["spec"]["containers"]:
+            images.add(c["image"])
+            assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+            assert any(e["name"] == "MRI_SR_STORAGE" and e["value"].startswith("s3://") for e in c["env"])
+    assert len(images) == 1
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray.__version__}-{PYTHON_TAG}-gpu" in dockerfile
+    assert "requirements.txt" in dockerfile
