@@ -79,6 +79,8 @@ def test_aws_storage_and_mlflow_are_shared_and_private():
     assert "MRI_SR_STORAGE=s3://" in text  # Ray results and checkpoints: every node the same S3 path
     server = next(line for line in config["head_start_ray_commands"] if "mlflow server" in line)
     assert "--backend-store-uri sqlite:////" in server and "--artifacts-destination $MRI_SR_ARTIFACTS" in server
+    db_dir = re.search(r"sqlite:///(/\S+)/mlflow\.db", server).group(1)
+    assert any(option.endswith(f":{db_dir}") for option in config["docker"]["head_run_options"]), "DB on the host"
     # Reachable inside the security group only: the group's one outside rule is SSH (aws-setup.sh).
     assert "IpPermissions" not in config["provider"]["security_group"]
     setup = (CLUSTER / "aws-setup.sh").read_text()
