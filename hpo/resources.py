@@ -36,8 +36,10 @@ def nodes_to_plan_for(alive: list[dict[str, float]], groups: list[tuple[dict[str
     empty on a fixed cluster. Planning for what the autoscaler can start lets trials ask for GPU
     nodes that are not up yet, while a request no node type can meet still fails at once.
     """
+    def total(nodes: list[dict[str, float]]) -> tuple[float, float]:
+        return sum(n.get("GPU", 0.0) for n in nodes), sum(n.get("CPU", 0.0) for n in nodes)
+
     possible = [dict(resources) for resources, count in groups for _ in range(count)]
-    total = lambda nodes: (sum(n.get("GPU", 0.0) for n in nodes), sum(n.get("CPU", 0.0) for n in nodes))  # noqa: E731
     return possible if possible and total(possible) >= total(alive) else alive
 
 

@@ -18,7 +18,6 @@ import optuna
 import ray
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
-from pyarrow import fs
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -32,7 +31,9 @@ from hpo.config import SMOKE, Config, parse_overrides
 from hpo.resources import DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_resources
 from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import search_space
-from hpo.tracking import DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, tracking_uri
+from hpo.tracking import (
+    DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, storage_filesystem, tracking_uri,
+)
 from hpo.trial import TrialSetup, run_trial
 from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, make_block_cases, make_cases
 from models.checkpoint import load_generator
@@ -223,9 +224,8 @@ class Checks:
 
     def champion(self, checkpoint: str, storage: str) -> tuple[dict[str, float], dict[str, float]]:
         """(the generator's metrics, cubic B-spline's) on the whole held-out regions."""
-        filesystem = fs.FileSystem.from_uri(storage)[0] if is_uri(storage) else None
         with tempfile.TemporaryDirectory() as tmp:
-            generator, _ = load_generator(local_copy(checkpoint, filesystem, tmp))
+            generator, _ = load_generator(local_copy(checkpoint, storage_filesystem(storage), tmp))
         scores = Validator(self.whole, self.scale_factor, self.grid)(generator)
         return scores, baselines(self.whole, self.scale_factor, self.grid)["cubic"]
 

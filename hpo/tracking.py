@@ -102,6 +102,15 @@ def log_generator(checkpoint_dir: Path) -> str:
     return info.model_uri
 
 
+def storage_filesystem(storage_path: str):
+    """pyarrow's filesystem for an object-store storage path (s3://...); None for a local path."""
+    if "://" not in storage_path:
+        return None
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(storage_path)[0]
+
+
 def local_copy(path: str, filesystem, into: str) -> Path:
     """A checkpoint folder from Ray's storage (local path, or a path inside an object store)."""
     if filesystem is None:
@@ -136,11 +145,7 @@ class MlflowTracker(tune.Callback):
 
     @property
     def filesystem(self):
-        if "://" not in self.storage_path:
-            return None
-        from pyarrow import fs
-
-        return fs.FileSystem.from_uri(self.storage_path)[0]
+        return storage_filesystem(self.storage_path)
 
     def run_id(self, trial) -> str:
         """The trial's child run: found again after a resume, created once otherwise."""

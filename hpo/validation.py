@@ -4,6 +4,7 @@ Metrics follow PROTOCOL.md: the HR volume normalised to [0, 1] by its maximum, P
 (HR above 0.2 of its maximum) and over the whole region, 3D SSIM, on the validation regions.
 """
 
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -50,21 +51,18 @@ def make_block_cases(
     """`count` blocks of `side` LR voxels, spread evenly over the brain of the validation regions.
 
     The search evaluates every trial at least once, so its evaluation must be cheap: eight 32^3 HR
-    blocks cost about a seventh of the whole held-out region of the template and rank generators
-    the same way. The blocks are fixed (no randomness), mostly brain (at least half their voxels),
-    and taken in order across the regions, so they cover front to back and left to right.
+    blocks are about a seventh of the voxels of the whole held-out region of the template. The
+    blocks are fixed (no randomness), mostly brain (at least half their voxels), and taken in order
+    across the regions, so they cover front to back and left to right.
     """
-    candidates = []
+    s, candidates = scale_factor, []
     for pair in pairs:
-        s = scale_factor
+        brain = BRAIN_THRESHOLD * pair.hr.max()
         starts = [range(a, max(a, b - side) + 1, side) for a, b in pair.region]
-        for x in starts[0]:
-            for y in starts[1]:
-                for z in starts[2]:
-                    block = tuple((o, min(o + side, b)) for o, (_, b) in zip((x, y, z), pair.region))
-                    hr = pair.hr[tuple(slice(s * a, s * b) for a, b in block)]
-                    if (hr > BRAIN_THRESHOLD * pair.hr.max()).mean() >= 0.5:
-                        candidates.append((pair, block))
+        for corner in itertools.product(*starts):
+            block = tuple((o, min(o + side, b)) for o, (_, b) in zip(corner, pair.region))
+            if (pair.hr[tuple(slice(s * a, s * b) for a, b in block)] > brain).mean() >= 0.5:
+                candidates.append((pair, block))
     if not candidates:  # no block is mostly brain (tiny or odd volumes): fall back to whole regions
         return make_cases(pairs, scale_factor)
     chosen = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().astype(int)
