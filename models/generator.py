@@ -5,7 +5,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.grid import Grid
+from models.spline import upsample_cubic
 from models.upsample import make_upsampler
+
+SKIPS = ("cubic", "linear", "none")
 
 
 def upsample_linear(x: torch.Tensor, scale_factor: int, grid: Grid) -> torch.Tensor:
@@ -46,10 +49,10 @@ class ResidualBlock(nn.Module):
 class Generator3D(nn.Module):
     """Head conv, residual trunk with a long skip, one x2 upsampler per factor of 2, output conv.
 
-    `batch_norm=True, global_skip=False` is the seed's layout. The defaults drop batch norm (it hurts
-    regression at small batch sizes) and add the trilinear upsampled input to the output, with the
-    output conv starting at zero, so an untrained generator already equals linear interpolation and
-    training only has to learn the residual detail.
+    `batch_norm=True, global_skip="none"` is the seed's layout. The defaults drop batch norm (it hurts
+    regression at small batch sizes) and add the cubic B-spline upsampled input to the output, with
+    the output conv starting at zero, so an untrained generator already equals the baseline it must
+    beat and training only has to learn the residual detail.
     """
 
     def __init__(
@@ -60,12 +63,16 @@ class Generator3D(nn.Module):
         scale_factor: int = 2,
         upsampler: str = "subpixel_icnr",
         batch_norm: bool = False,
-        global_skip: bool = True,
+        global_skip: str | bool = "cubic",
         grid: Grid = "corner",
     ) -> None:
         super().__init__()
         if scale_factor not in (2, 4):
             raise ValueError(f"scale_factor must be 2 or 4, got {scale_factor}")
+        if isinstance(global_skip, bool):  # checkpoints written before the skip had a choice
+            global_skip = "linear" if global_skip else "none"
+        if global_skip not in SKIPS:
+            raise ValueError(f"global_skip must be one of {', '.join(SKIPS)}, got {global_skip!r}")
         self.scale_factor = scale_factor
         self.global_skip = global_skip
         self.grid = grid
@@ -83,7 +90,7 @@ class Generator3D(nn.Module):
             )
         )
         self.tail = nn.Conv3d(f, in_channels, 3, padding=1)
-        if global_skip:
+        if global_skip != "none":
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
 
@@ -92,6 +99,8 @@ class Generator3D(nn.Module):
         features = self.head(x)
         features = features + self.trunk(features)
         out = self.tail(self.upsample(features))
-        if self.global_skip:
+        if self.global_skip == "cubic":
+            out = out + upsample_cubic(x, self.scale_factor, self.grid)
+        elif self.global_skip == "linear":
             out = out + upsample_linear(x, self.scale_factor, self.grid)
         return out

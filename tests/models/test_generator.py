@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from models.generator import Generator3D, upsample_linear
+from models.spline import upsample_cubic
 from models.upsample import UPSAMPLERS
 
 
@@ -13,7 +14,7 @@ def test_output_shape_for_every_upsampler(upsampler, s):
 
 
 def test_seed_layout_batch_norm_without_global_skip():
-    g = Generator3D(base_channels=4, num_blocks=2, batch_norm=True, global_skip=False, upsampler="subpixel")
+    g = Generator3D(base_channels=4, num_blocks=2, batch_norm=True, global_skip="none", upsampler="subpixel")
     assert any(isinstance(m, torch.nn.BatchNorm3d) for m in g.modules())
     x = torch.randn(2, 1, 6, 6, 6)
     assert g(x).shape == (2, 1, 12, 12, 12)
@@ -21,10 +22,20 @@ def test_seed_layout_batch_norm_without_global_skip():
 
 
 @pytest.mark.parametrize("grid", ["corner", "centre"])
-def test_untrained_generator_with_global_skip_is_linear_interpolation(grid):
-    g = Generator3D(base_channels=4, num_blocks=1, grid=grid)
+@pytest.mark.parametrize(("skip", "interpolate"), [("cubic", upsample_cubic), ("linear", upsample_linear)])
+def test_untrained_generator_is_the_interpolation_its_skip_names(grid, skip, interpolate):
+    g = Generator3D(base_channels=4, num_blocks=1, grid=grid, global_skip=skip)
     x = torch.randn(1, 1, 5, 6, 7)
-    assert torch.allclose(g(x), upsample_linear(x, 2, grid))
+    assert torch.allclose(g(x), interpolate(x, 2, grid))
+    assert not torch.allclose(g(x), (upsample_linear if skip == "cubic" else upsample_cubic)(x, 2, grid))
+
+
+def test_the_default_skip_is_cubic_and_old_boolean_checkpoints_still_load():
+    assert Generator3D(base_channels=4, num_blocks=1).global_skip == "cubic"
+    assert Generator3D(base_channels=4, num_blocks=1, global_skip=True).global_skip == "linear"
+    assert Generator3D(base_channels=4, num_blocks=1, global_skip=False).global_skip == "none"
+    with pytest.raises(ValueError, match="global_skip"):
+        Generator3D(global_skip="bicubic")
 
 
 @pytest.mark.parametrize("s", [2, 4])
