@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from data_pipeline.degrade import DEGRADATIONS
+from models.generator import SKIPS
 from models.upsample import UPSAMPLERS
 
 
@@ -23,12 +24,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    base_channels: int = 32
-    num_blocks: int = 4
+    # Sized for CPUs, where a search has to afford it (0.59 s a step on one AVX2 core); on GPUs,
+    # a wider, deeper generator is affordable: --set model.base_channels=32 --set model.num_blocks=6.
+    base_channels: int = 16
+    num_blocks: int = 3
     upsampler: str = "subpixel_icnr"
     batch_norm: bool = False
-    global_skip: bool = True
-    disc_channels: int = 32
+    global_skip: str = "cubic"  # what the untrained generator equals: cubic, linear or none
+    disc_channels: int = 16
     disc_layers: int = 3
 
 
@@ -43,7 +46,8 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    content: Literal["mse", "l1"] = "l1"
+    # MSE, the loss PSNR measures: it passed cubic by 1.7 dB after 100 steps, L1 by 0.2 (MNI152, x2).
+    content: Literal["mse", "l1"] = "mse"
     content_weight: float = 1.0
     gradient_weight: float = 0.5
     adversarial_weight: float = 1e-3  # 0 trains no discriminator at all
@@ -74,6 +78,8 @@ class Config:
             raise ValueError(f"data.scale_factor must be 2 or 4, got {self.data.scale_factor}")
         if self.model.upsampler not in UPSAMPLERS:
             raise ValueError(f"model.upsampler: {self.model.upsampler!r} is not one of {', '.join(UPSAMPLERS)}")
+        if self.model.global_skip not in SKIPS:
+            raise ValueError(f"model.global_skip: {self.model.global_skip!r} is not one of {', '.join(SKIPS)}")
         if self.loss.content not in ("mse", "l1"):
             raise ValueError(f"loss.content must be 'mse' or 'l1', got {self.loss.content!r}")
         if self.train.precision not in ("auto", "fp32", "bf16"):

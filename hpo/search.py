@@ -64,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cpus-per-worker", type=float, help="default: 1 with GPUs, else the CPUs a trial's share allows")
     p.add_argument("--data-cpus-per-trial", type=float, default=0.2, help="CPUs left free for each trial's Ray Data tasks")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
-    p.add_argument("--steps-per-trial", type=int, default=300, help="training steps of a trial that is never stopped")
-    p.add_argument("--eval-every", type=int, default=50, help="steps between evaluations (ASHA's time unit)")
+    p.add_argument("--steps-per-trial", type=int, default=400, help="training steps of a trial that is never stopped")
+    p.add_argument("--eval-every", type=int, default=25, help="steps between evaluations (ASHA's time unit)")
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's sampler and the trials")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config field for every trial, e.g. --set data.degradation=kspace")

@@ -10,6 +10,13 @@ def test_two_cpus_two_workers_leave_room_for_data_tasks():
     assert used + plan.data_cpus_per_trial <= 2.0 and plan.data_task_cpus > 0
 
 
+def test_cpu_trials_default_to_a_core_per_worker_side_by_side():
+    plan = plan_resources([{"CPU": 2.0}], workers=1)
+    assert plan.max_concurrent == 2 and 0.7 <= plan.cpus_per_worker < 1.0
+    plan = plan_resources([{"CPU": 8.0}, {"CPU": 8.0}], workers=2)
+    assert plan.max_concurrent == 8 and plan.workers * plan.cpus_per_worker + plan.data_cpus_per_trial <= 2.0
+
+
 def test_gpus_are_used_where_the_cluster_has_them():
     nodes = [{"CPU": 4.0}, {"CPU": 16.0, "GPU": 4.0}, {"CPU": 16.0, "GPU": 4.0}]
     plan = plan_resources(nodes, workers=2)
