@@ -77,7 +77,7 @@ def ray_search(configs: list[dict], base: Config, workers: int) -> float:
     plan = plan_resources([n["Resources"] for n in ray.nodes() if n["Alive"]], workers)
     with tempfile.TemporaryDirectory() as storage:
         setup = TrialSetup(base.to_dict(), train_items, cases, plan.workers, plan.cpus_per_worker,
-                           plan.gpus_per_worker, plan.data_task_cpus, f"{storage}/train")
+                           plan.gpus_per_worker, plan.data_tasks, f"{storage}/train")
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": DRIVER_CPUS}),
             tune_config=tune.TuneConfig(
@@ -95,7 +95,7 @@ def ray_data_rate(base: Config, patches: int) -> float:
     data = base.data
     train_items, _ = plan_split([str(p) for p in resolve_inputs(None)])
     spec = PatchSpec(data.degradation, data.scale_factor, data.patch_size, data.foreground_fraction, data.intensity_percentile)
-    stream = patch_stream(train_items, spec, total_patches=patches, seed=0, num_cpus=0.5)
+    stream = patch_stream(train_items, spec, total_patches=patches, seed=0)
     start = time.perf_counter()
     seen = sum(batch["lr"].shape[0] for batch in stream.iter_torch_batches(batch_size=data.batch_size))
     return seen / (time.perf_counter() - start)

@@ -3,13 +3,15 @@
 Every trial is a Tune driver (a hundredth of a CPU: it only waits on its Train run), N DDP
 workers, and the Ray Data tasks that cut its patches. The data tasks need CPUs while the workers
 hold theirs, or the stream starves and the trial hangs (../shared/RAY_NOTES.md): each trial leaves
-`data_cpus_per_trial` CPUs free for them.
+`data_cpus_per_trial` CPUs free for them, and runs one patch task at a time per DATA_TASK_CPUS of
+it (the tasks themselves ask Ray for no CPU: see `data_pipeline.ray_data.patch_stream`).
 """
 
 import math
 from dataclasses import dataclass
 
 DRIVER_CPUS = 0.01
+DATA_TASK_CPUS = 0.1  # what one patch task uses, averaged over a trial (it idles while the trainer catches up)
 
 
 class ResourceError(ValueError):
@@ -25,8 +27,9 @@ class TrialResources:
     max_concurrent: int
 
     @property
-    def data_task_cpus(self) -> float:
-        return self.data_cpus_per_trial / 2  # two patch tasks in flight per trial
+    def data_tasks(self) -> int:
+        """Ray Data patch tasks a trial runs at once."""
+        return max(1, round(self.data_cpus_per_trial / DATA_TASK_CPUS))
 
 
 def nodes_to_plan_for(alive: list[dict[str, float]], groups: list[tuple[dict[str, float], int]]) -> list[dict[str, float]]:

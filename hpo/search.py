@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers in each trial")
     p.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
     p.add_argument("--cpus-per-worker", type=float, help="default: 1 with GPUs, else the CPUs a trial's share allows")
-    p.add_argument("--data-cpus-per-trial", type=float, default=0.2, help="CPUs left free for each trial's Ray Data tasks")
+    p.add_argument("--data-cpus-per-trial", type=float, default=0.2, help="CPUs left free for each trial's Ray Data tasks (one patch task per 0.1)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
     p.add_argument("--steps-per-trial", type=int, default=400, help="training steps of a trial that is never stopped")
     p.add_argument("--eval-every", type=int, default=25, help="steps between evaluations (ASHA's time unit)")
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker,
         gpus_per_worker=plan.gpus_per_worker,
-        data_cpus=plan.data_task_cpus,
+        data_tasks=plan.data_tasks,
         storage_path=f"{storage}/{name}-train",
     )
 

@@ -41,7 +41,7 @@ class TrialSetup:
     workers: int
     cpus_per_worker: float
     gpus_per_worker: float
-    data_cpus: float  # CPUs each Ray Data task asks for
+    data_tasks: int  # Ray Data patch tasks at once
     storage_path: str
     max_failures: int = 2
 
@@ -129,7 +129,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         PatchSpec(data.degradation, data.scale_factor, data.patch_size, data.foreground_fraction, data.intensity_percentile),
         total_patches=total_patches,
         seed=config.train.seed + zlib.crc32(trial_id.encode()) % 10_000,
-        num_cpus=setup.data_cpus,
+        max_tasks=setup.data_tasks,
     )
     resources = {"CPU": setup.cpus_per_worker}
     if setup.gpus_per_worker:

@@ -7,7 +7,7 @@ def test_two_cpus_two_workers_leave_room_for_data_tasks():
     plan = plan_resources([{"CPU": 2.0}], workers=2)
     assert plan.gpus_per_worker == 0 and plan.max_concurrent == 1
     used = plan.workers * plan.cpus_per_worker + DRIVER_CPUS
-    assert used + plan.data_cpus_per_trial <= 2.0 and plan.data_task_cpus > 0
+    assert used + plan.data_cpus_per_trial <= 2.0 and plan.data_tasks == 2
 
 
 def test_cpu_trials_default_to_a_core_per_worker_side_by_side():
