@@ -29,7 +29,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path,
     cases = make_cases([make_pair(read_volume(anatomical), "validation", "gaussian", 2, IntensityNorm())], 2)
     stream = patch_stream(
         train_items, PatchSpec(data.degradation, 2, data.patch_size, data.foreground_fraction, data.intensity_percentile),
-        total_patches=900, seed=0, num_cpus=0.1,
+        total_patches=900, seed=0,
     )
     trainer = TorchTrainer(
         worker_loop,
