@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 from ray import tune
 
+from data_pipeline.nifti import is_uri
 from hpo.preview import PREVIEW_FILE
 from hpo.runtime import PROJECT_ROOT
 
@@ -104,7 +105,7 @@ def log_generator(checkpoint_dir: Path) -> str:
 
 def storage_filesystem(storage_path: str):
     """pyarrow's filesystem for an object-store storage path (s3://...); None for a local path."""
-    if "://" not in storage_path:
+    if not is_uri(storage_path):
         return None
     from pyarrow import fs
 

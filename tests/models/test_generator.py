@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from models.checkpoint import load_generator, save_checkpoint
 from models.generator import Generator3D, upsample_linear
 from models.spline import upsample_cubic
 from models.upsample import UPSAMPLERS
@@ -30,10 +31,12 @@ def test_untrained_generator_is_the_interpolation_its_skip_names(grid, skip, int
     assert not torch.allclose(g(x), (upsample_linear if skip == "cubic" else upsample_cubic)(x, 2, grid))
 
 
-def test_the_default_skip_is_cubic_and_old_boolean_checkpoints_still_load():
+def test_the_default_skip_is_cubic_and_old_boolean_checkpoints_still_load(tmp_path):
     assert Generator3D(base_channels=4, num_blocks=1).global_skip == "cubic"
-    assert Generator3D(base_channels=4, num_blocks=1, global_skip=True).global_skip == "linear"
-    assert Generator3D(base_channels=4, num_blocks=1, global_skip=False).global_skip == "none"
+    for old, now in [(True, "linear"), (False, "none")]:
+        kwargs = {"base_channels": 4, "num_blocks": 1, "global_skip": old}
+        save_checkpoint(tmp_path / str(old), {"generator": kwargs}, {"generator": Generator3D(**kwargs).state_dict()})
+        assert load_generator(tmp_path / str(old))[0].global_skip == now
     with pytest.raises(ValueError, match="global_skip"):
         Generator3D(global_skip="bicubic")
 
