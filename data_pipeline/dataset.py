@@ -9,6 +9,7 @@ With several volumes, whole volumes are held out instead.
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -172,3 +173,63 @@ def patch_batches(
         counts = np.bincount(rng.integers(len(samplers), size=batch_size), minlength=len(samplers))
         parts = [sampler.sample(int(n), rng) for sampler, n in zip(samplers, counts) if n]
         yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """What cutting a training patch needs: the data part of the config."""
+
+    degradation: str
+    scale_factor: int
+    patch_size: int
+    foreground_fraction: float
+    intensity_percentile: float
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of patch production: `count` patches from one volume's part, drawn with `seed`."""
+
+    path: str
+    part: Part
+    count: int
+    seed: int
+
+
+def plan_chunks(items: list[SplitItem], total_patches: int, seed: int, patches_per_chunk: int = 256) -> list[Chunk]:
+    """Enough chunks for `total_patches`, volumes taken in turn; the same seed gives the same chunks."""
+    count = max(1, -(-total_patches // patches_per_chunk))
+    return [
+        Chunk(items[k % len(items)].path, items[k % len(items)].part, patches_per_chunk, seed * 1_000_003 + k)
+        for k in range(count)
+    ]
+
+
+@lru_cache(maxsize=4)
+def sampler_for(path: str, part: Part, spec: PatchSpec) -> PatchSampler:
+    """The volume read, degraded and indexed once per process, not once per chunk.
+
+    Reading and blurring a volume costs about a second, cutting 256 patches a few milliseconds:
+    processes that cut many chunks (Ray's data workers, which Ray reuses) keep the last few.
+    """
+    volume = read_volume(path, min_shape=min_shape_for(spec.scale_factor, spec.patch_size))
+    pair = make_pair(volume, part, spec.degradation, spec.scale_factor, IntensityNorm(spec.intensity_percentile))
+    return PatchSampler(pair.lr, pair.hr, spec.scale_factor, spec.patch_size, pair.region, spec.foreground_fraction)
+
+
+def cut_chunk(chunk: Chunk, spec: PatchSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(count, 1, p, p, p) LR and (count, 1, sp, sp, sp) HR patches of one chunk."""
+    return sampler_for(chunk.path, chunk.part, spec).sample(chunk.count, np.random.default_rng(chunk.seed))
+
+
+def chunk_batches(
+    chunks: list[Chunk], spec: PatchSpec, batch_size: int, repeat: bool = True
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The batches that a Ray Data patch stream of these chunks yields, cut in this process (endlessly)."""
+    while True:
+        for chunk in chunks:
+            lr, hr = cut_chunk(chunk, spec)
+            for start in range(0, len(lr) - batch_size + 1, batch_size):
+                yield lr[start : start + batch_size], hr[start : start + batch_size]
+        if not repeat:
+            return

@@ -55,4 +55,4 @@ class PatchSampler:
         corners = self.corners(count, rng)
         lr = np.stack([self.lr[x : x + p, y : y + p, z : z + p] for x, y, z in corners])
         hr = np.stack([self.hr[s * x : s * (x + p), s * y : s * (y + p), s * z : s * (z + p)] for x, y, z in corners])
-        return lr[:, None].astype(np.float32), hr[:, None].astype(np.float32)
+        return lr[:, None].astype(np.float32, copy=False), hr[:, None].astype(np.float32, copy=False)

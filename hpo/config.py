@@ -7,6 +7,7 @@ Searched settings (everything here) and infrastructure settings (workers, GPUs, 
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from data_pipeline.dataset import PatchSpec
 from data_pipeline.degrade import DEGRADATIONS
 from models.generator import SKIPS
 from models.upsample import UPSAMPLERS
@@ -20,6 +21,10 @@ class DataConfig:
     batch_size: int = 8
     foreground_fraction: float = 0.9  # share of patches centred on brain rather than anywhere
     intensity_percentile: float = 99.5
+
+    def patch_spec(self) -> PatchSpec:
+        return PatchSpec(self.degradation, self.scale_factor, self.patch_size, self.foreground_fraction,
+                         self.intensity_percentile)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 import numpy as np
 
 from data_pipeline.dataset import plan_split
-from data_pipeline.ray_data import PatchSpec, check_volumes, patch_stream
+from data_pipeline.dataset import PatchSpec, chunk_batches, plan_chunks
+from data_pipeline.ray_data import check_volumes, patch_stream
 from tests.conftest import blob, write_nifti
 
 SPEC = PatchSpec("gaussian", 2, 8, 0.9, 99.5)
@@ -21,10 +22,17 @@ def test_bad_volumes_are_reported_not_fatal(ray_cluster, tmp_path, anatomical):
 
 def test_patch_stream_is_seeded_and_shaped(ray_cluster, anatomical):
     train, _ = plan_split([str(anatomical)])
-    rows = patch_stream(train, SPEC, total_patches=40, seed=3, patches_per_task=16).take_all()
+    chunks = plan_chunks(train, total_patches=40, seed=3, patches_per_chunk=16)
+    rows = patch_stream(chunks, SPEC, max_tasks=2).take_all()
     assert len(rows) == 48  # three tasks of 16
     assert rows[0]["lr"].shape == (1, 8, 8, 8) and rows[0]["hr"].shape == (1, 16, 16, 16)
-    again = patch_stream(train, SPEC, total_patches=40, seed=3, patches_per_task=16).take_all()
-    assert all(np.array_equal(a["hr"], b["hr"]) for a, b in zip(rows, again))
-    other = patch_stream(train, SPEC, total_patches=40, seed=4, patches_per_task=16).take_all()
+    again = patch_stream(plan_chunks(train, 40, seed=3, patches_per_chunk=16), SPEC).take_all()
+    assert all(np.array_equal(a["hr"], b["hr"]) for a, b in zip(rows, again, strict=True))
+    other = patch_stream(plan_chunks(train, 40, seed=4, patches_per_chunk=16), SPEC).take_all()
     assert not np.array_equal(rows[0]["hr"], other[0]["hr"])
+    # What the tasks cut is what the pure function cuts, in the same order: `chunk_batches` (the
+    # plain baseline's batches, and a one-worker trial's first chunk) matches the stream.
+    local = chunk_batches(chunks, SPEC, batch_size=16)
+    for k in range(3):
+        lr, hr = next(local)
+        assert np.array_equal(hr, np.stack([r["hr"] for r in rows[16 * k : 16 * (k + 1)]]))
