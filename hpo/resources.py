@@ -1,17 +1,23 @@
 """How a search spreads over the cluster it finds: workers per trial, CPUs/GPUs each, concurrency.
 
-Every trial is a Tune driver (a hundredth of a CPU: it only waits on its Train run), N DDP
-workers, and the Ray Data tasks that cut its patches. The data tasks need CPUs while the workers
-hold theirs, or the stream starves and the trial hangs (../shared/RAY_NOTES.md): each trial leaves
-`data_cpus_per_trial` CPUs free for them, and runs one patch task at a time per DATA_TASK_CPUS of
-it (the tasks themselves ask Ray for no CPU: see `data_pipeline.ray_data.patch_stream`).
+A trial of one worker is one Tune process that trains; a trial of N workers is a Tune driver (a
+hundredth of a CPU: it only waits on its Train run) and N DDP workers. Either way the Ray Data
+tasks that cut its patches need CPUs while the workers hold theirs, or the stream starves and the
+trial hangs (../shared/RAY_NOTES.md): each trial leaves `data_cpus_per_trial` CPUs free for them
+and runs that many patch tasks at a time, rounded up (the tasks themselves ask Ray for no CPU: see
+`data_pipeline.ray_data.patch_stream`).
 """
 
 import math
 from dataclasses import dataclass
 
 DRIVER_CPUS = 0.01
-DATA_TASK_CPUS = 0.1  # what one patch task uses, averaged over a trial (it idles while the trainer catches up)
+# A CPU trainer eats about 30 patch pairs a second and one data core cuts thousands: a fifth of a
+# core, one task at a time, keeps it fed.
+CPU_TRIAL_DATA_CPUS = 0.2
+# A GPU trainer eats patches as fast as DATA_CPUS_PER_GPU cores cut a third of what they can
+# (README, "GPU figures").
+DATA_CPUS_PER_GPU = 2.0
 
 
 class ResourceError(ValueError):
@@ -28,8 +34,8 @@ class TrialResources:
 
     @property
     def data_tasks(self) -> int:
-        """Ray Data patch tasks a trial runs at once."""
-        return max(1, round(self.data_cpus_per_trial / DATA_TASK_CPUS))
+        """Ray Data patch tasks a trial runs at once: one per data CPU, at least one."""
+        return max(1, math.ceil(self.data_cpus_per_trial - 1e-9))
 
 
 def nodes_to_plan_for(alive: list[dict[str, float]], groups: list[tuple[dict[str, float], int]]) -> list[dict[str, float]]:
@@ -51,7 +57,7 @@ def plan_resources(
     workers: int,
     gpus_per_worker: float | None = None,
     cpus_per_worker: float | None = None,
-    data_cpus_per_trial: float = 0.2,
+    data_cpus_per_trial: float | None = None,
     max_concurrent: int | None = None,
 ) -> TrialResources:
     """Fit trials to `nodes` (each node's total resources, as `ray.nodes()[i]["Resources"]`).
@@ -77,6 +83,8 @@ def plan_resources(
         raise ResourceError(f"--gpus-per-worker {gpus_per_worker:g} does not fit on any node (largest has {biggest:g} GPUs)")
     if gpus_per_worker > 0 and workers * gpus_per_worker > total_gpus:
         raise ResourceError(f"{workers} workers x {gpus_per_worker:g} GPUs exceed the cluster's {total_gpus:g} GPUs")
+    if data_cpus_per_trial is None:
+        data_cpus_per_trial = DATA_CPUS_PER_GPU * workers * gpus_per_worker if gpus_per_worker > 0 else CPU_TRIAL_DATA_CPUS
     if cpus_per_worker is None:
         if gpus_per_worker > 0:
             cpus_per_worker = 1.0

@@ -7,6 +7,8 @@ cluster that `RAY_ADDRESS` names. `--resume` continues an interrupted search.
 """
 
 import argparse
+import functools
+import math
 import os
 import sys
 import tempfile
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import ray
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -28,13 +31,13 @@ from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import is_uri, read_volume
 from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
-from hpo.resources import DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_resources
+from hpo.resources import ResourceError, nodes_to_plan_for, plan_resources
 from hpo.runtime import PROJECT_ROOT
-from hpo.search_space import search_space
+from hpo.search_space import search_space, searched_keys
 from hpo.tracking import (
     DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, storage_filesystem, tracking_uri,
 )
-from hpo.trial import TrialSetup, run_trial
+from hpo.trial import DIVERGED, TRIAL_INDEX, TrialSetup, checkpoint_path, run_trial
 from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, make_block_cases, make_cases
 from models.checkpoint import load_generator
 
@@ -62,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers in each trial")
     p.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
     p.add_argument("--cpus-per-worker", type=float, help="default: 1 with GPUs, else the CPUs a trial's share allows")
-    p.add_argument("--data-cpus-per-trial", type=float, default=0.2, help="CPUs left free for each trial's Ray Data tasks (one patch task per 0.1)")
+    p.add_argument("--data-cpus-per-trial", type=float,
+                   help="CPUs left free for each trial's Ray Data patch tasks, one task per CPU (default: 0.2 on CPU "
+                        "trials, 2 per GPU on GPU trials)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as fit)")
     p.add_argument("--steps-per-trial", type=int, default=400, help="training steps of a trial that is never stopped")
     p.add_argument("--eval-every", type=int, default=25, help="steps between evaluations (ASHA's time unit)")
@@ -106,9 +111,99 @@ def cluster_nodes() -> list[dict[str, float]]:
     return nodes_to_plan_for(alive, groups)
 
 
+class SearchError(Exception):
+    """A search that cannot start: one line for the user, exit code 2."""
+
+
 def error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a search needs before its first trial."""
+
+    setup: TrialSetup
+    checks: "Checks"
+    volumes_usable: int
+    volumes_skipped: int
+    max_concurrent: int
+
+
+def prepare(args: argparse.Namespace, config: Config, storage: str, name: str) -> Prepared:
+    """Plan the resources, check every volume, prepare the held-out anatomy (needs Ray)."""
+    try:
+        plan = plan_resources(
+            cluster_nodes(), args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
+            args.data_cpus_per_trial, args.max_concurrent,
+        )
+    except ResourceError as err:
+        raise SearchError(str(err)) from None
+    print(f"resources: {plan.max_concurrent} trial(s) at once, each {plan.workers} worker(s) x "
+          f"{plan.cpus_per_worker:g} CPU + {plan.gpus_per_worker:g} GPU, {plan.data_cpus_per_trial:g} CPU for data")
+
+    data = config.data
+    try:
+        paths = resolve_inputs(args.data)
+    except FileNotFoundError as err:
+        raise SearchError(str(err)) from None
+    usable, problems = check_volumes(paths, min_shape_for(data.scale_factor, data.patch_size))
+    for problem in problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    if not usable:
+        raise SearchError(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
+    train_items, val_items = plan_split(usable)
+    norm = IntensityNorm(data.intensity_percentile)
+    val_pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
+    # Trials are scored on blocks of the held-out regions (cheap enough to run for every trial);
+    # the winner is checked on the whole regions at the end.
+    checks = Checks(make_block_cases(val_pairs, data.scale_factor), make_cases(val_pairs, data.scale_factor),
+                    data.scale_factor, get_degradation(data.degradation).grid)
+    setup = TrialSetup(
+        base_config=config.to_dict(),
+        train_items=train_items,
+        val_cases=ray.put(checks.blocks),
+        workers=plan.workers,
+        cpus_per_worker=plan.cpus_per_worker,
+        gpus_per_worker=plan.gpus_per_worker,
+        data_tasks=plan.data_tasks,
+        storage_path=f"{storage}/{name}-train",
+    )
+    return Prepared(setup, checks, len(usable), len(problems), plan.max_concurrent)
+
+
+def make_tuner(args: argparse.Namespace, config: Config, prepared: Prepared, tracker: MlflowTracker,
+               storage: str, name: str) -> tune.Tuner:
+    setup = prepared.setup
+    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), setup.tune_resources())
+    if args.resume:
+        return tune.Tuner.restore(f"{storage}/{name}", trainable=trainable, resume_errored=True)
+    fixed = frozenset(parse_overrides(args.overrides))  # --set wins over the search space
+    defaults = config.flat()
+    first = {key: defaults[key] for key in searched_keys(fixed)}  # try the hand-picked defaults first
+    searcher = OptunaSearch(
+        space=functools.partial(numbered_space, fixed=fixed), metric=METRIC, mode=MODE,
+        sampler=optuna.samplers.TPESampler(seed=args.seed), points_to_evaluate=[first],
+    )
+    evaluations = max(1, config.train.max_steps // config.train.eval_every)
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, search_alg=searcher, num_samples=args.trials,
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=evaluations, grace_period=1, reduction_factor=4),
+            max_concurrent_trials=prepared.max_concurrent,
+            # A trial process serves the next trial: torch, Ray Data and the validation blocks are
+            # loaded once per process, not once per trial.
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, callbacks=[tracker],
+            # One-worker trials restart from Tune's checkpoints, as Ray Train restarts its runs.
+            failure_config=tune.FailureConfig(max_failures=setup.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,90 +222,45 @@ def main(argv: list[str] | None = None) -> int:
 
     start_ray()
     try:
-        plan = plan_resources(
-            cluster_nodes(), args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
-            args.data_cpus_per_trial, args.max_concurrent,
-        )
-    except ResourceError as err:
+        prepared = prepare(args, config, storage, name)
+    except SearchError as err:
         return error(str(err))
-    print(f"resources: {plan.max_concurrent} trial(s) at once, each {plan.workers} worker(s) x "
-          f"{plan.cpus_per_worker:g} CPU + {plan.gpus_per_worker:g} GPU, {plan.data_cpus_per_trial:g} CPU for data")
-
-    data = config.data
-    try:
-        paths = resolve_inputs(args.data)
-    except FileNotFoundError as err:
-        return error(str(err))
-    usable, problems = check_volumes(paths, min_shape_for(data.scale_factor, data.patch_size))
-    for problem in problems:
-        print(f"skipped {problem}", file=sys.stderr)
-    if not usable:
-        return error(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
-    train_items, val_items = plan_split(usable)
-    norm = IntensityNorm(data.intensity_percentile)
-    val_pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
-    # Trials are scored on blocks of the held-out regions (cheap enough to run for every trial);
-    # the winner is checked on the whole regions at the end.
-    checks = Checks(make_block_cases(val_pairs, data.scale_factor), make_cases(val_pairs, data.scale_factor),
-                    data.scale_factor, get_degradation(data.degradation).grid)
-    setup = TrialSetup(
-        base_config=config.to_dict(),
-        train_items=train_items,
-        val_cases=ray.put(checks.blocks),
-        workers=plan.workers,
-        cpus_per_worker=plan.cpus_per_worker,
-        gpus_per_worker=plan.gpus_per_worker,
-        data_tasks=plan.data_tasks,
-        storage_path=f"{storage}/{name}-train",
-    )
+    checks = prepared.checks
 
     uri = tracking_uri(args.tracking_uri)
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, uri, args.experiment)
     parent = find_or_create_parent(client, experiment_id, name, {
-        "trials": args.trials, "workers_per_trial": plan.workers, "gpus_per_worker": plan.gpus_per_worker,
-        "steps_per_trial": config.train.max_steps, "eval_every": config.train.eval_every, "seed": args.seed,
-        "volumes_usable": len(usable), "volumes_skipped": len(problems),
+        "trials": args.trials, "workers_per_trial": prepared.setup.workers,
+        "gpus_per_worker": prepared.setup.gpus_per_worker, "steps_per_trial": config.train.max_steps,
+        "eval_every": config.train.eval_every, "seed": args.seed,
+        "volumes_usable": prepared.volumes_usable, "volumes_skipped": prepared.volumes_skipped,
     })
-    cubic_blocks = baselines(checks.blocks, checks.scale_factor, checks.grid)["cubic"]
-    client.log_metric(parent, f"baseline/cubic/{METRIC}", cubic_blocks["psnr"])
-    print(f"validation: {len(checks.blocks)} blocks of held-out anatomy; cubic B-spline {cubic_blocks['psnr']:.2f} dB in brain")
-
-    trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": DRIVER_CPUS})
-    start = time.perf_counter()
-    if args.resume:
-        tuner = tune.Tuner.restore(run_path, trainable=trainable, resume_errored=True)
-    else:
-        defaults = config.flat()
-        first = {key: defaults[key] for key in _searched_keys()}  # try the hand-picked defaults first
-        searcher = OptunaSearch(
-            space=search_space, metric=METRIC, mode=MODE,
-            sampler=optuna.samplers.TPESampler(seed=args.seed), points_to_evaluate=[first],
-        )
-        evaluations = max(1, config.train.max_steps // config.train.eval_every)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                metric=METRIC, mode=MODE, search_alg=searcher, num_samples=args.trials,
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=evaluations, grace_period=1, reduction_factor=4),
-                max_concurrent_trials=plan.max_concurrent,
-            ),
-            run_config=tune.RunConfig(
-                name=name, storage_path=storage,
-                callbacks=[MlflowTracker(uri, experiment_id, parent, storage, config.flat())],
-                failure_config=tune.FailureConfig(max_failures=1),
-            ),
-        )
-    results = tuner.fit()
-    wall = time.perf_counter() - start
-    return summarise(results, client, parent, name, args, uri, wall, len(problems), checks, storage)
+    # The parent run ends FINISHED, FAILED or KILLED, never left RUNNING by an error or Ctrl-C.
+    status = "FAILED"
+    tracker = MlflowTracker(uri, experiment_id, parent, storage, config.flat())
+    try:
+        cubic_blocks = baselines(checks.blocks, checks.scale_factor, checks.grid, ("cubic",))["cubic"]
+        client.log_metric(parent, f"baseline/cubic/{METRIC}", cubic_blocks["psnr"])
+        print(f"validation: {len(checks.blocks)} blocks of held-out anatomy; cubic B-spline {cubic_blocks['psnr']:.2f} dB in brain")
+        start = time.perf_counter()
+        results = make_tuner(args, config, prepared, tracker, storage, name).fit()
+        wall = time.perf_counter() - start
+        code = summarise(results, client, parent, args, uri, wall, prepared.volumes_skipped, checks, storage)
+        status = "FINISHED" if code == 0 else "FAILED"
+        return code
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.close()  # Tune closes it at the end of a run; an error may come first
+        client.set_terminated(parent, status)
 
 
-def _searched_keys() -> list[str]:
-    study = optuna.create_study()
-    trial = study.ask()
-    search_space(trial)
-    return list(trial.params)
+def numbered_space(trial: optuna.Trial, fixed: frozenset[str]) -> dict[str, int]:
+    """The search space, plus the trial's number in the study: it seeds the trial's patch stream."""
+    search_space(trial, fixed)
+    return {TRIAL_INDEX: trial.number}
 
 
 @dataclass(frozen=True)
@@ -227,33 +277,39 @@ class Checks:
         with tempfile.TemporaryDirectory() as tmp:
             generator, _ = load_generator(local_copy(checkpoint, storage_filesystem(storage), tmp))
         scores = Validator(self.whole, self.scale_factor, self.grid)(generator)
-        return scores, baselines(self.whole, self.scale_factor, self.grid)["cubic"]
+        return scores, baselines(self.whole, self.scale_factor, self.grid, ("cubic",))["cubic"]
 
 
 def summarise(
-    results, client: MlflowClient, parent: str, name: str, args, uri: str, wall: float, skipped: int,
+    results, client: MlflowClient, parent: str, args, uri: str, wall: float, skipped: int,
     checks: Checks, storage: str,
 ) -> int:
-    frame = results.get_dataframe()
-    finished = frame[frame[METRIC].notna()] if METRIC in frame else frame.iloc[0:0]
+    """Print the best trials and score the champion on the whole held-out regions; 0 when one exists."""
+    rows = [r for r in results if r.metrics]
+    diverged = sum(1 for r in rows if r.metrics.get(DIVERGED))
+    errored = sum(1 for r in results if r.error is not None)
+    scored = [r for r in rows if not r.metrics.get(DIVERGED) and math.isfinite(r.metrics.get(METRIC, math.nan))]
     client.log_metric(parent, "search/wall_s", wall)
-    client.log_metric(parent, "search/trials", len(frame))
-    if finished.empty:
-        client.set_terminated(parent, "FAILED")
-        return error(f"no trial reported {METRIC}; see the trial errors above")
-    best = finished.sort_values(METRIC, ascending=False)
-    client.log_metric(parent, f"best/{METRIC}", float(best[METRIC].iloc[0]))
-    shown = ["trial_id", METRIC, "val/ssim", "step"] + [c for c in best.columns if c.startswith("config/")]
-    print(f"\n{len(frame)} trials in {wall / 60:.1f} min; best by {METRIC} (dB, brain, on the validation blocks):")
-    print(best[shown].head(5).rename(columns=lambda c: c.removeprefix("config/")).to_string(index=False))
+    client.log_metric(parent, "search/trials", len(results))
+    client.log_metric(parent, "search/trials_failed", diverged + errored)
+    failed = f"; {diverged} diverged and {errored} failed (marked FAILED in MLflow)" if diverged or errored else ""
+    if not scored:
+        return error(f"no trial reported {METRIC}{failed}; see the trial errors above")
+    scored.sort(key=lambda r: r.metrics[METRIC], reverse=True)
+    best = scored[0]
+    client.log_metric(parent, f"best/{METRIC}", float(best.metrics[METRIC]))
+    searched = sorted(k for k in best.config if k != TRIAL_INDEX)
+    table = [{"trial_id": r.metrics["trial_id"], METRIC: r.metrics[METRIC], "val/ssim": r.metrics.get("val/ssim"),
+              "step": r.metrics.get("step"), **{k: r.config.get(k) for k in searched}} for r in scored[:5]]
+    print(f"\n{len(results)} trials in {wall / 60:.1f} min{failed}; best by {METRIC} (dB, brain, on the validation blocks):")
+    print(pd.DataFrame(table).to_string(index=False))
 
-    scores, cubic = checks.champion(best["checkpoint_path"].iloc[0], storage)
+    scores, cubic = checks.champion(checkpoint_path(best.metrics, best.path), storage)
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(key, value, now, 0) for key, value in {
         f"champion/whole/{METRIC}": scores[METRIC], "champion/whole/val/ssim": scores["val/ssim"],
         f"baseline/cubic/whole/{METRIC}": cubic["psnr"]}.items()])
-    client.set_terminated(parent, "FINISHED")
-    print(f"\nchampion {best['trial_id'].iloc[0]} on the whole held-out regions: {scores[METRIC]:.2f} dB in brain, "
+    print(f"\nchampion {best.metrics['trial_id']} on the whole held-out regions: {scores[METRIC]:.2f} dB in brain, "
           f"SSIM {scores['val/ssim']:.3f}; cubic B-spline {cubic['psnr']:.2f} dB ({scores[METRIC] - cubic['psnr']:+.2f} dB)")
     if skipped:
         print(f"\nskipped {skipped} unusable volume(s) (listed above)")

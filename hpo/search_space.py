@@ -1,9 +1,11 @@
 """The search space: one pure, define-by-run function whose keys are config field names.
 
 Ranges live here and nowhere else. Optuna's TPE samples it through Ray Tune's OptunaSearch; a test
-feeds it `optuna.trial.FixedTrial`.
+feeds it `optuna.trial.FixedTrial`. Keys the user fixes for the whole search (`--set`) are left out,
+so the searcher never proposes a value that a trial would not use.
 """
 
+from collections.abc import Collection
 from typing import Any
 
 import optuna
@@ -11,12 +13,27 @@ import optuna
 from models.upsample import UPSAMPLERS
 
 
-def search_space(trial: optuna.Trial) -> dict[str, Any] | None:
-    trial.suggest_float("optim.lr_g", 1e-4, 3e-3, log=True)
-    trial.suggest_float("optim.lr_d", 1e-5, 1e-3, log=True)
-    trial.suggest_float("loss.content_weight", 0.5, 2.0, log=True)
-    trial.suggest_float("loss.gradient_weight", 0.01, 2.0, log=True)
-    trial.suggest_float("loss.adversarial_weight", 1e-4, 3e-2, log=True)
-    trial.suggest_categorical("loss.content", ["l1", "mse"])
-    trial.suggest_categorical("model.upsampler", list(UPSAMPLERS))
+def search_space(trial: optuna.Trial, fixed: Collection[str] = ()) -> dict[str, Any] | None:
+    def log_uniform(name: str, low: float, high: float) -> None:
+        if name not in fixed:
+            trial.suggest_float(name, low, high, log=True)
+
+    def one_of(name: str, choices: list[str]) -> None:
+        if name not in fixed:
+            trial.suggest_categorical(name, choices)
+
+    log_uniform("optim.lr_g", 1e-4, 3e-3)
+    log_uniform("optim.lr_d", 1e-5, 1e-3)
+    log_uniform("loss.content_weight", 0.5, 2.0)
+    log_uniform("loss.gradient_weight", 0.01, 2.0)
+    log_uniform("loss.adversarial_weight", 1e-4, 3e-2)
+    one_of("loss.content", ["l1", "mse"])
+    one_of("model.upsampler", list(UPSAMPLERS))
     return None
+
+
+def searched_keys(fixed: Collection[str] = ()) -> list[str]:
+    """The config keys a search varies, in the order the space suggests them."""
+    trial = optuna.create_study().ask()
+    search_space(trial, fixed)
+    return list(trial.params)

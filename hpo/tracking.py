@@ -4,10 +4,17 @@ All MLflow writes of a search happen in the search's own process, in a Ray Tune 
 never open the store, so a SQLite file is safe and a resumed trial finds its run again.
 """
 
+import copy
+import math
 import os
+import queue
 import shutil
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +29,7 @@ from ray import tune
 from data_pipeline.nifti import is_uri
 from hpo.preview import PREVIEW_FILE
 from hpo.runtime import PROJECT_ROOT
+from hpo.trial import DIVERGED, checkpoint_path
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"  # absolute: four slashes
 DEFAULT_EXPERIMENT = "mri-sr-search"
@@ -30,6 +38,7 @@ PARENT_TAG = "mlflow.parentRunId"
 SEARCH_TAG = "mri_sr.search"  # on the parent run: the search's name
 TRIAL_TAG = "mri_sr.trial_id"  # on a child run: the Ray Tune trial id
 MODEL_URI_TAG = "mri_sr.generator_uri"
+DIVERGED_TAG = "mri_sr.diverged"  # on a child run whose loss became non-finite: at which step
 # What loading the logged generator needs; pinned as in requirements.txt.
 MODEL_REQUIREMENTS = ["torch==2.13.0", "numpy==2.3.5", "monai==1.6.1", "nibabel==5.4.2", "scipy==1.17.1"]
 
@@ -122,8 +131,26 @@ def local_copy(path: str, filesystem, into: str) -> Path:
     return Path(into)
 
 
+@dataclass(frozen=True)
+class TrialView:
+    """What the tracker needs of a Tune trial, copied when Tune calls back (Tune goes on changing it)."""
+
+    trial_id: str
+    config: dict[str, Any]
+    path: str
+
+    @classmethod
+    def of(cls, trial) -> "TrialView":
+        return cls(trial.trial_id, dict(trial.config), trial.path)
+
+
 class MlflowTracker(tune.Callback):
-    """Mirrors the search into MLflow: child run per trial, metrics per report, picture and model."""
+    """Mirrors the search into MLflow: child run per trial, metrics per report, picture and model.
+
+    Tune calls back from its control loop, and every report of every trial waits for that loop:
+    logging a model takes seconds. So the callbacks only queue the work, and one writer thread
+    does it in order (one thread: a SQLite store sees one writer). `close()` waits for it.
+    """
 
     def __init__(
         self, uri: str, experiment_id: str, parent_run_id: str, storage_path: str, base_params: dict[str, Any]
@@ -134,9 +161,31 @@ class MlflowTracker(tune.Callback):
         self._runs: dict[str, str] = {}
         self._last_checkpoint: dict[str, str] = {}
         self._logged_step: dict[str, int] = {}
+        self._diverged: set[str] = set()
+
+    _TRANSIENT = ("_client_obj", "_queue", "_writer", "_lock", "_spool")
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with the experiment state
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_client")}
+        with self.lock:  # held by the writer only while it updates these dicts
+            return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Resumed: what MLflow holds is the truth (the writer may have lagged behind the snapshot),
+        # so each trial's run and last logged step are looked up again.
+        self.__dict__.update(state, _runs={}, _logged_step={})
+
+    @property
+    def lock(self) -> threading.Lock:
+        if "_lock" not in self.__dict__:
+            self._lock = threading.Lock()
+        return self._lock
+
+    @property
+    def spool(self) -> Path:
+        """Where previews wait for the writer."""
+        if "_spool" not in self.__dict__:
+            self._spool = tempfile.mkdtemp(prefix="mri-sr-previews-")
+        return Path(self._spool)
 
     @property
     def client(self) -> MlflowClient:
@@ -148,7 +197,36 @@ class MlflowTracker(tune.Callback):
     def filesystem(self):
         return storage_filesystem(self.storage_path)
 
-    def run_id(self, trial) -> str:
+    def _submit(self, job: Callable[[], None]) -> None:
+        if "_writer" not in self.__dict__:
+            self._queue: queue.Queue = queue.Queue()
+            self._writer = threading.Thread(target=self._write, name="mlflow-tracker", daemon=True)
+            self._writer.start()
+        self._queue.put(job)
+
+    def _write(self) -> None:
+        while (job := self._queue.get()) is not None:
+            try:
+                job()
+            except Exception as err:  # a tracking hiccup must not stop the search; say so and go on
+                print(f"warning: MLflow tracking: {type(err).__name__}: {err}", file=sys.stderr)
+            finally:
+                self._queue.task_done()
+
+    def close(self) -> None:
+        """Wait until everything queued is in MLflow."""
+        if "_writer" in self.__dict__:
+            self._queue.put(None)
+            self._writer.join()
+            for name in ("_queue", "_writer"):
+                self.__dict__.pop(name)
+        if "_spool" in self.__dict__:
+            shutil.rmtree(self.__dict__.pop("_spool"), ignore_errors=True)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        self.close()
+
+    def run_id(self, trial: TrialView) -> str:
         """The trial's child run: found again after a resume, created once otherwise."""
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
@@ -162,7 +240,8 @@ class MlflowTracker(tune.Callback):
             # Steps already in MLflow are not logged twice.
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "val/psnr")
-            self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
+            with self.lock:
+                self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
         else:
             run = self.client.create_run(
                 self.experiment_id,
@@ -172,38 +251,66 @@ class MlflowTracker(tune.Callback):
             run_id = run.info.run_id
             params = {**self.base_params, **trial.config}
             self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        self._runs[trial.trial_id] = run_id
+        with self.lock:
+            self._runs[trial.trial_id] = run_id
         return run_id
 
+    # --- Tune's callbacks: copy what is needed, queue the writing ---
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self.client.update_run(self.run_id(trial), status="RUNNING")
+        view = TrialView.of(trial)
+        self._submit(lambda: self.client.update_run(self.run_id(view), status="RUNNING"))
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        run_id = self.run_id(trial)
+        view = TrialView.of(trial)
         step = int(result.get("step", result.get("training_iteration", 0)))
-        if result.get("checkpoint_path"):
-            self._last_checkpoint[trial.trial_id] = result["checkpoint_path"]
-        if step <= self._logged_step.get(trial.trial_id, -1):
-            return
-        self._logged_step[trial.trial_id] = step
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), now, step)
-            for k, v in result.items()
-            if k.startswith(("train/", "val/", "time/")) and isinstance(v, (int, float))
-        ]
-        self.client.log_batch(run_id, metrics=metrics)
-        checkpoint = result.get("checkpoint_path")
+        checkpoint = checkpoint_path(result, trial.path)
+        preview = None
         if checkpoint:
+            # Copied now: Tune deletes old checkpoints (it keeps two) while the writer may lag.
             with tempfile.TemporaryDirectory() as tmp:
                 local = local_copy(checkpoint, self.filesystem, tmp)
                 if (local / PREVIEW_FILE).is_file():
+                    preview = self.spool / f"{view.trial_id}_step_{step:06d}.png"
+                    shutil.copy(local / PREVIEW_FILE, preview)
+        metrics = {k: float(v) for k, v in result.items()
+                   if k.startswith(("train/", "val/", "time/")) and isinstance(v, (int, float)) and math.isfinite(v)}
+        diverged = bool(result.get(DIVERGED))
+        self._submit(lambda: self._log_result(view, step, checkpoint, metrics, preview, diverged))
+
+    def _log_result(self, trial: TrialView, step: int, checkpoint: str | None, metrics: dict[str, float],
+                    preview: Path | None, diverged: bool) -> None:
+        run_id = self.run_id(trial)
+        with self.lock:
+            if checkpoint:
+                self._last_checkpoint[trial.trial_id] = checkpoint
+            if diverged:
+                self._diverged.add(trial.trial_id)
+            new = step > self._logged_step.get(trial.trial_id, -1)
+            if new:
+                self._logged_step[trial.trial_id] = step
+        if diverged:
+            self.client.set_tag(run_id, DIVERGED_TAG, str(step))
+        if new:
+            now = int(time.time() * 1000)
+            self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
+            if preview is not None:
+                with tempfile.TemporaryDirectory() as tmp:
                     named = Path(tmp) / f"step_{step:06d}.png"
-                    shutil.copy(local / PREVIEW_FILE, named)
+                    shutil.move(preview, named)
                     self.client.log_artifact(run_id, str(named), artifact_path="previews")
+        if preview is not None:
+            preview.unlink(missing_ok=True)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        view = TrialView.of(trial)
+        self._submit(lambda: self._log_completion(view))
+
+    def _log_completion(self, trial: TrialView) -> None:
         run_id = self.run_id(trial)
+        if trial.trial_id in self._diverged:  # ended at once, no generator worth keeping
+            self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            return
         checkpoint = self._last_checkpoint.get(trial.trial_id)
         if checkpoint and MODEL_URI_TAG not in self.client.get_run(run_id).data.tags:
             with tempfile.TemporaryDirectory() as tmp:
@@ -215,4 +322,5 @@ class MlflowTracker(tune.Callback):
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        self.client.set_terminated(self.run_id(trial), RunStatus.to_string(RunStatus.FAILED))
+        view = TrialView.of(trial)
+        self._submit(lambda: self.client.set_terminated(self.run_id(view), RunStatus.to_string(RunStatus.FAILED)))

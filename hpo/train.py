@@ -18,7 +18,7 @@ from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import VolumeError
 from hpo.config import SMOKE, Config, parse_overrides
-from hpo.loop import Runtime, autocast_dtype, train
+from hpo.loop import Diverged, Runtime, autocast_dtype, train
 from hpo.runtime import pick_device, set_threads
 from hpo.validation import METRIC, Validator, baselines, make_cases
 from models.checkpoint import CONFIG_FILE, STATE_FILE
@@ -98,15 +98,20 @@ def main(argv: list[str] | None = None) -> int:
         train_pairs, cfg.scale_factor, cfg.patch_size, cfg.batch_size, config.train.seed, cfg.foreground_fraction
     )
     amp = autocast_dtype(config, device)
-    final = train(
-        config,
-        batches,
-        Validator(cases, cfg.scale_factor, grid, device=device, autocast_dtype=amp),
-        report,
-        Runtime(device=device),
-        resume_from=resume_from,
-    )
-    history.close()
+    try:
+        final = train(
+            config,
+            batches,
+            Validator(cases, cfg.scale_factor, grid, device=device, autocast_dtype=amp),
+            report,
+            Runtime(device=device),
+            resume_from=resume_from,
+        )
+    except Diverged as err:
+        print(f"error: {err}; the last good checkpoint is in {output} (lower optim.lr_g or loss weights)", file=sys.stderr)
+        return 1
+    finally:
+        history.close()
     table = {**floor}
     if METRIC in final:
         table["generator"] = {

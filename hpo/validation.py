@@ -140,10 +140,12 @@ class Validator:
         return {**_mean(scores, "val"), "val/seconds": seconds}
 
 
-def baselines(cases: list[ValidationCase], scale_factor: int, grid: str) -> dict[str, dict[str, float]]:
+def baselines(
+    cases: list[ValidationCase], scale_factor: int, grid: str, methods: tuple[str, ...] = tuple(ORDERS)
+) -> dict[str, dict[str, float]]:
     """The interpolation floor on the same cases: {"cubic": {"psnr": ..., "ssim": ..., "seconds": ...}, ...}."""
     out = {}
-    for method in ORDERS:
+    for method in methods:
         scores, seconds = [], 0.0
         for case in cases:
             start = time.perf_counter()

@@ -6,7 +6,7 @@ import torch
 
 from data_pipeline.dataset import patch_batches
 from hpo.config import SMOKE, Config
-from hpo.loop import train
+from hpo.loop import Diverged, Runtime, train
 from models.checkpoint import load_checkpoint
 
 TINY = {
@@ -119,8 +119,22 @@ def test_divergence_is_an_error_not_silent_nans():
             hr = np.full((2, 1, 8, 8, 8), np.nan, dtype=np.float32)
             yield hr[:, :, ::2, ::2, ::2].copy(), hr
 
-    with pytest.raises(FloatingPointError, match="diverged"):
+    with pytest.raises(Diverged, match="diverged") as raised:
         train(Config().override(TINY), nan_batches(), None, Recorder())
+    assert raised.value.step == 0
+
+
+def test_every_rank_stops_when_any_rank_diverges():
+    # Under DDP a rank that stopped alone would leave the others waiting: the loop asks `agree`.
+    asked = []
+
+    def any_rank(flag):
+        asked.append(flag)
+        return len(asked) == 2  # at the second step another rank saw a non-finite loss
+
+    with pytest.raises(Diverged) as raised:
+        train(Config().override(TINY), random_batches(), None, Recorder(), Runtime(any_rank=any_rank))
+    assert asked == [False, False] and raised.value.step == 1
 
 
 def test_real_patches_feed_the_loop(anatomical):

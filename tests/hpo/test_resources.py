@@ -7,7 +7,7 @@ def test_two_cpus_two_workers_leave_room_for_data_tasks():
     plan = plan_resources([{"CPU": 2.0}], workers=2)
     assert plan.gpus_per_worker == 0 and plan.max_concurrent == 1
     used = plan.workers * plan.cpus_per_worker + DRIVER_CPUS
-    assert used + plan.data_cpus_per_trial <= 2.0 and plan.data_tasks == 2
+    assert used + plan.data_cpus_per_trial <= 2.0 and plan.data_tasks == 1
 
 
 def test_cpu_trials_default_to_a_core_per_worker_side_by_side():
@@ -21,6 +21,15 @@ def test_gpus_are_used_where_the_cluster_has_them():
     nodes = [{"CPU": 4.0}, {"CPU": 16.0, "GPU": 4.0}, {"CPU": 16.0, "GPU": 4.0}]
     plan = plan_resources(nodes, workers=2)
     assert plan.gpus_per_worker == 1 and plan.cpus_per_worker == 1 and plan.max_concurrent == 4
+    # Each GPU gets its data cores: 2 workers x (1 CPU + 2 for data) + the driver per trial.
+    assert plan.data_cpus_per_trial == 4 and plan.data_tasks == 4
+
+
+def test_gpu_trials_are_limited_by_the_cpus_that_feed_them():
+    plan = plan_resources([{"CPU": 4.0, "GPU": 4.0}], workers=1)
+    assert plan.max_concurrent == 1  # 1 + 2 data CPUs per trial: a second trial would starve
+    plan = plan_resources([{"CPU": 4.0, "GPU": 4.0}], workers=1, data_cpus_per_trial=0.5)
+    assert plan.max_concurrent == 2 and plan.data_tasks == 1
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,8 @@ from mlflow.tracking import MlflowClient
 
 from hpo import promote, search, superresolve
 from hpo.runtime import PROJECT_ROOT
-from hpo.tracking import MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, TRIAL_TAG
+from hpo.tracking import DIVERGED_TAG, MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, TRIAL_TAG
+from hpo.trial import TRIAL_INDEX
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -166,8 +167,10 @@ def test_gpus_requested_on_a_cluster_without_gpus_is_a_clear_error(ray_cluster, 
     assert "asked for GPUs, but the cluster has none" in capsys.readouterr().err
 
 
-def test_killed_search_resumes_without_repeats_or_duplicate_runs(ray_cluster, tmp_path, anatomical):
-    args = search_args(tmp_path, "--data", str(anatomical), "--max-concurrent", "1", trials=4, name="k")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_killed_search_resumes_without_repeats_or_duplicate_runs(ray_cluster, tmp_path, anatomical, workers):
+    args = search_args(tmp_path, "--data", str(anatomical), "--max-concurrent", "1", "--workers-per-trial", workers,
+                       trials=4, name="k")
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     driver = subprocess.Popen([sys.executable, "hpo/search.py", *args], cwd=PROJECT_ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -198,3 +201,34 @@ def test_killed_search_resumes_without_repeats_or_duplicate_runs(ray_cluster, tm
     for trial_id, run_id in done_before.items():
         evaluations = client.get_metric_history(run_id, "val/psnr")
         assert len(evaluations) <= 2, f"trial {trial_id} ran again after the resume"
+
+
+def test_the_same_seed_proposes_the_same_trials_and_trains_them_alike(ray_cluster, tmp_path, anatomical):
+    for name in ("r1", "r2"):
+        assert search.main(search_args(tmp_path, "--data", str(anatomical), "--seed", "7", trials=3, name=name)) == 0
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = {}
+    for name in ("r1", "r2"):
+        _, _, children = child_runs(tmp_path, name)
+        runs[name] = {c.data.params[TRIAL_INDEX]: c for c in children}
+    assert sorted(runs["r1"]) == sorted(runs["r2"]) == ["0", "1", "2"]
+    for index, first in runs["r1"].items():
+        second = runs["r2"][index]
+        assert first.data.params == second.data.params  # the same configuration, trial by trial
+        psnrs = [client.get_metric_history(r.info.run_id, "val/psnr")[0].value for r in (first, second)]
+        assert psnrs[0] == psnrs[1]  # the same patches, the same first evaluation
+
+
+def test_diverged_trials_fail_at_once_and_are_counted(ray_cluster, tmp_path, anatomical, capsys):
+    # `--set` fixes a searched key for every trial; Adam steps of 1e30 overflow at the second step.
+    args = search_args(tmp_path, "--data", str(anatomical), "--set", "optim.lr_g=1e30", trials=2, name="d")
+    assert search.main(args) == 2
+    assert "no trial reported val/psnr; 2 diverged and 0 failed" in capsys.readouterr().err
+    client, parent, children = child_runs(tmp_path, "d")
+    assert parent.info.status == "FAILED" and parent.data.metrics["search/trials_failed"] == 2
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FAILED" and child.data.tags[DIVERGED_TAG] == "1"
+        assert child.data.params["optim.lr_g"] == "1e+30"  # fixed, not searched
+        assert "resumed_from_step" not in child.data.metrics  # no retry from a checkpoint
+        assert MODEL_URI_TAG not in child.data.tags

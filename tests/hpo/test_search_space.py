@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from hpo.config import Config
-from hpo.search_space import search_space
+from hpo.search_space import search_space, searched_keys
 from models.upsample import UPSAMPLERS
 
 FIXED = {
@@ -34,3 +34,12 @@ def test_all_upsamplers_are_searched(upsampler):
 def test_out_of_range_values_are_refused():
     with pytest.raises(ValueError):
         search_space(optuna.trial.FixedTrial(FIXED | {"model.upsampler": "bicubic"}))
+
+
+def test_keys_fixed_for_the_search_are_not_searched():
+    trial = optuna.trial.FixedTrial({k: v for k, v in FIXED.items() if k != "optim.lr_g"})
+    search_space(trial, fixed={"optim.lr_g"})
+    assert "optim.lr_g" not in trial.params and len(trial.params) == len(FIXED) - 1
+    assert searched_keys(fixed={"optim.lr_g", "model.upsampler"}) == [
+        k for k in FIXED if k not in ("optim.lr_g", "model.upsampler")
+    ]

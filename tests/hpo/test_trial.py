@@ -1,4 +1,5 @@
-"""A trial's Ray Train run survives losing a worker: Train restarts it from its last checkpoint."""
+"""A trial survives losing its worker, in both kinds: Tune restarts a one-worker trial from its
+checkpoint, Ray Train restarts a DDP run from its own. A diverged trial ends at once."""
 
 import os
 import signal
@@ -7,50 +8,79 @@ import time
 
 import pytest
 import ray
-from ray.train import FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
+from ray import tune
 from ray.util.state import list_actors
 
 from data_pipeline.dataset import make_pair, plan_split
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import read_volume
-from data_pipeline.ray_data import PatchSpec, patch_stream
 from hpo.config import SMOKE, Config
-from hpo.trial import worker_loop
-from hpo.validation import make_cases
+from hpo.trial import DIVERGED, TRIAL_INDEX, TrialSetup, run_trial
+from hpo.validation import METRIC, make_cases
+
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path, anatomical):
-    config = Config().override(SMOKE | {"train.max_steps": 400, "train.eval_every": 20})
-    data = config.data
+def make_setup(anatomical, tmp_path, workers: int, **config) -> TrialSetup:
     train_items, val_items = plan_split([str(anatomical)])
     cases = make_cases([make_pair(read_volume(anatomical), "validation", "gaussian", 2, IntensityNorm())], 2)
-    stream = patch_stream(
-        train_items, PatchSpec(data.degradation, 2, data.patch_size, data.foreground_fraction, data.intensity_percentile),
-        total_patches=900, seed=0,
+    return TrialSetup(
+        base_config=Config().override(SMOKE | config).to_dict(),
+        train_items=train_items,
+        val_cases=ray.put(cases),
+        workers=workers,
+        cpus_per_worker=1.0 if workers == 1 else 0.8,
+        gpus_per_worker=0.0,
+        data_tasks=1,
+        storage_path=str(tmp_path / "train"),
     )
-    trainer = TorchTrainer(
-        worker_loop,
-        train_loop_config={"config": config.to_dict(), "val_cases": ray.put(cases), "cpus_per_worker": 0.8},
-        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.8}),
-        run_config=RunConfig(name="kill", storage_path=str(tmp_path), failure_config=FailureConfig(max_failures=2)),
-        datasets={"train": stream},
+
+
+def tuner(setup: TrialSetup, tmp_path, name: str, max_failures: int = 2) -> tune.Tuner:
+    return tune.Tuner(
+        tune.with_resources(tune.with_parameters(run_trial, setup=setup), setup.tune_resources()),
+        param_space={TRIAL_INDEX: 0},
+        run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures)),
     )
+
+
+def trainer_pids(workers: int) -> list[int]:
+    # One worker: the Tune trial process trains. Several: Ray Train's worker actors do.
+    wanted = "ImplicitFunc" if workers == 1 else "RayTrainWorker"
+    return [a.pid for a in list_actors(filters=[("class_name", "=", wanted), ("state", "=", "ALIVE")])]
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path, anatomical, workers):
+    setup = make_setup(anatomical, tmp_path, workers, **{"train.max_steps": 400, "train.eval_every": 20})
     results = []
-    fit = threading.Thread(target=lambda: results.append(trainer.fit()))
+    fit = threading.Thread(target=lambda: results.append(tuner(setup, tmp_path, "kill").fit()))
     fit.start()
     deadline = time.time() + 300
     # A second checkpoint folder means the first one has been written and registered.
-    while time.time() < deadline and len(list((tmp_path / "kill").glob("checkpoint_*"))) < 2:
+    while time.time() < deadline and len(list(tmp_path.rglob("checkpoint_*"))) < 2:
         time.sleep(0.2)
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-    assert len(workers) == 2, "training ended before a worker could be killed"
-    os.kill(workers[-1].pid, signal.SIGKILL)
+    pids = trainer_pids(workers)
+    assert len(pids) == workers, "training ended before a worker could be killed"
+    os.kill(pids[-1], signal.SIGKILL)
     fit.join(timeout=400)
-    result = results[0]
+    result = results[0][0]
     assert result.error is None
     assert result.metrics["step"] == 400
     assert result.metrics["resumed_from_step"] >= 20  # restarted from a checkpoint, not from scratch
     assert result.metrics["resumed_from_step"] % 20 == 0
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_diverged_trial_ends_at_once_without_a_retry(ray_cluster, tmp_path, anatomical, workers):
+    # Adam steps of 1e30 overflow the generator's activations at the second step.
+    setup = make_setup(anatomical, tmp_path, workers, **{"optim.lr_g": 1e30, "train.max_steps": 40})
+    result = tuner(setup, tmp_path, "diverge").fit()[0]
+    assert result.error is None  # ended, not crashed: nothing for Tune or Ray Train to retry
+    assert result.metrics[DIVERGED] == 1.0 and result.metrics["step"] == 1
+    assert result.metrics[METRIC] != result.metrics[METRIC]  # NaN: Optuna records the trial as failed
+    assert result.metrics["training_iteration"] == 1  # one report: no restart reported again
+    assert "resumed_from_step" not in result.metrics
