@@ -1,130 +1,487 @@
-"""Benchmark: what Ray costs and whether Ray Data keeps up. `python hpo/benchmark.py [--trials 4]`.
+"""Benchmark: what Ray costs a search, and how fast Ray Data cuts patches. `python hpo/benchmark.py`.
 
 Measured in one run, on the same machine, printed as ratios against a baseline:
-1. The same trials (fixed configurations, no early stopping) run as a Ray Tune search of Ray Train
-   trials fed by Ray Data, against a plain Optuna loop in this one process calling the same
-   training function (`hpo.loop.train`) on in-memory patches: Ray's overhead = wall(Ray) / wall(plain).
-2. Ray Data's patch throughput (patches/s pulled through iter_torch_batches, nobody training)
-   against the rate the trainer consumes patches: headroom = produced / consumed.
+
+1. Search overhead. The baseline is what one would write without Ray: an Optuna study with the same
+   seeded TPE sampler, a successive-halving pruner on the same rungs as the search's ASHA (1, 4,
+   16, ... evaluations, reduction factor 4), the same number of trials at once in as many worker
+   processes with the same threads each, the same training function (`hpo.loop.train`), the same
+   validation blocks and the same patches (`data_pipeline.dataset.chunk_batches` cuts what the
+   search's Ray Data stream of that trial holds). The other side is `hpo/search.py` itself with the
+   same settings. Printed: the wall-time ratio, the training steps each side ran, each trial's
+   start-up (from its start to its first training step) and the CPU-seconds per trial spent outside
+   training (all CPU time of the run's processes, less each trial's training-loop time times its
+   threads).
+2. Patch production. Ray Data's patch stream pulled as fast as it goes with its tasks on one CPU
+   core, against the same chunks cut in this process (the pure function alone): patch pairs per
+   second per data core.
+3. The device (`--only device`, `make bench-gpu`): a training step of the default model in fp32 and
+   with bf16 autocast, the patches it consumes against what one data core produces (so: how many
+   data CPUs a trainer needs to stay under a third of production), whole-volume super-resolution of
+   a 180 x 216 x 180 output with `hpo/superresolve.py`, and the device's utilisation sampled during
+   a 2-trial search. On a GPU machine it measures the GPU; elsewhere the same code runs on the CPU
+   (`--fast` shrinks it to a smoke test, which CI runs).
 """
 
 import argparse
+import json
+import math
+import multiprocessing
+import os
+import sys
 import tempfile
+import threading
 import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import numpy as np
 import optuna
-import ray
-from ray import tune
+import psutil
 
-from data_pipeline.dataset import load_pairs, make_pair, patch_batches, plan_split, resolve_inputs
+from data_pipeline.dataset import chunk_batches, cut_chunk, make_pair, plan_chunks, plan_split, resolve_inputs
 from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import read_volume
-from data_pipeline.ray_data import PatchSpec, patch_stream
 from hpo.config import Config
-from hpo.loop import Runtime, autocast_dtype, train
-from hpo.resources import DRIVER_CPUS, plan_resources
+from hpo.resources import TrialResources, plan_resources
 from hpo.runtime import set_threads
-from hpo.search import start_ray
-from hpo.search_space import search_space
-from hpo.trial import TrialSetup, run_trial
-from hpo.validation import METRIC, MODE, Validator, make_block_cases
+from hpo.search_space import search_space, searched_keys
+from hpo.trial import stream_seed
+from hpo.validation import METRIC, Validator, make_block_cases
 
 
-def sample_configs(count: int, seed: int) -> list[dict]:
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    configs = []
-    for _ in range(count):
-        trial = study.ask()
-        search_space(trial)
-        configs.append(trial.params)
-    return configs
+@dataclass
+class Side:
+    """What one way of running the search measured."""
+
+    wall_s: float = 0.0
+    trials: int = 0
+    steps: int = 0  # training steps over all trials
+    train_s: float = 0.0  # training-loop wall time over all trials (evaluations included)
+    cpu_s: float = 0.0  # CPU time of every process of the run
+    startup_s: list[float] = field(default_factory=list)
+    best: float = float("nan")
+    per_trial: list[dict] = field(default_factory=list)  # index, steps, loop seconds, value, config
+
+    def outside_training_cpu_s(self, threads: int) -> float:
+        return (self.cpu_s - self.train_s * threads) / max(1, self.trials)
 
 
-def plain_optuna(configs: list[dict], base: Config) -> tuple[float, float]:
-    """(wall seconds, mean patches/s consumed) for the trials in one process, no Ray."""
-    data = base.data
-    train_pairs, val_pairs = load_pairs(resolve_inputs(None), data.degradation, data.scale_factor, data.patch_size,
-                                        IntensityNorm(data.intensity_percentile))
-    rates = []
+class CpuMeter:
+    """CPU seconds of this process and all its descendants, sampled so that processes that end count too."""
 
-    def objective(trial: optuna.Trial) -> float:
-        search_space(trial)
-        config = base.override(trial.params)
-        grid = get_degradation(config.data.degradation).grid
-        cases = make_block_cases(val_pairs, config.data.scale_factor)
-        batches = patch_batches(train_pairs, 2, config.data.patch_size, config.data.batch_size, config.train.seed)
-        validator = Validator(cases, 2, grid, autocast_dtype=autocast_dtype(config, Runtime().device))
-        final = train(config, batches, validator, lambda metrics, checkpoint: rates.append(metrics["train/patches_per_s"]))
-        return final[METRIC]
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval, self.seen, self._stop = interval, {}, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    study = optuna.create_study(direction="maximize")
-    for params in configs:
-        study.enqueue_trial(params)
-    start = time.perf_counter()
-    study.optimize(objective, n_trials=len(configs))
-    return time.perf_counter() - start, sum(rates) / len(rates)
+    def _sample(self) -> None:
+        me = psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+                self.seen[(process.pid, process.create_time())] = times.user + times.system
+            except psutil.Error:
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "CpuMeter":
+        self._sample()
+        self.before = sum(self.seen.values())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(self.seen.values()) - self.before
 
 
-def ray_search(configs: list[dict], base: Config, workers: int) -> float:
-    """Wall seconds for the same trials as a Ray Tune search (FIFO: nothing stopped early)."""
-    from ray.tune.search.optuna import OptunaSearch
+# --- The baseline: Optuna in worker processes, no Ray ---------------------------------------------
 
-    data = base.data
+_WORKER: dict = {}  # what each baseline worker process prepares once
+
+
+def _worker_init(base: dict, threads: int, storage_file: str, study_name: str) -> None:
+    config = Config.from_dict(base)
+    data = config.data
+    set_threads(threads)
     train_items, val_items = plan_split([str(p) for p in resolve_inputs(None)])
     norm = IntensityNorm(data.intensity_percentile)
-    cases = ray.put(make_block_cases([make_pair(read_volume(i.path), i.part, data.degradation, 2, norm) for i in val_items], 2))
-    plan = plan_resources([n["Resources"] for n in ray.nodes() if n["Alive"]], workers)
-    with tempfile.TemporaryDirectory() as storage:
-        setup = TrialSetup(base.to_dict(), train_items, cases, plan.workers, plan.cpus_per_worker,
-                           plan.gpus_per_worker, plan.data_tasks, f"{storage}/train")
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(run_trial, setup=setup), {"CPU": DRIVER_CPUS}),
-            tune_config=tune.TuneConfig(
-                metric=METRIC, mode=MODE, num_samples=len(configs), max_concurrent_trials=1,
-                search_alg=OptunaSearch(space=search_space, metric=METRIC, mode=MODE, points_to_evaluate=configs),
-            ),
-            run_config=tune.RunConfig(name="bench", storage_path=storage, verbose=0),
-        )
-        start = time.perf_counter()
-        tuner.fit()
-        return time.perf_counter() - start
+    pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
+    _WORKER.update(
+        base=config, train_items=train_items, cases=make_block_cases(pairs, data.scale_factor), trials=0,
+        study=optuna.load_study(study_name=study_name, storage=_journal(storage_file), pruner=_pruner()),
+    )
 
 
-def ray_data_rate(base: Config, patches: int) -> float:
-    data = base.data
-    train_items, _ = plan_split([str(p) for p in resolve_inputs(None)])
-    spec = PatchSpec(data.degradation, data.scale_factor, data.patch_size, data.foreground_fraction, data.intensity_percentile)
-    stream = patch_stream(train_items, spec, total_patches=patches, seed=0)
+def _journal(path: str) -> optuna.storages.JournalStorage:
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+
+
+class AshaPruner(optuna.pruners.BasePruner):
+    """Asynchronous successive halving with the rule of the search's ASHA (Tune's `_Bracket.on_result`).
+
+    At each rung (1, 4, 16, ... evaluations) a trial goes on only if its value is at least the
+    (1 - 1/rf) quantile of the values that earlier trials reported at that rung. Optuna's own
+    SuccessiveHalvingPruner ranks instead of interpolating, which stops different trials.
+    """
+
+    def __init__(self, reduction_factor: int = 4) -> None:
+        self.rf = reduction_factor
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < 1 or math.log(step, self.rf) % 1 > 1e-9:  # not a rung
+            return False
+        earlier = [t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
+                   if t.number != trial.number and step in t.intermediate_values]
+        return bool(earlier) and trial.intermediate_values[step] < np.nanpercentile(earlier, (1 - 1 / self.rf) * 100)
+
+
+def _pruner() -> optuna.pruners.BasePruner:
+    return AshaPruner(reduction_factor=4)  # the search's ASHA: grace period 1 evaluation, reduction factor 4
+
+
+def _worker_trial(trial_id: int, number: int, params: dict) -> dict:
+    from hpo.loop import Runtime, autocast_dtype, train
+
+    origin = psutil.Process().create_time() if _WORKER["trials"] == 0 else time.time()
+    _WORKER["trials"] += 1
+    config = _WORKER["base"].override(params)
+    data = config.data
+    total = int(1.1 * config.train.max_steps * data.batch_size) + data.batch_size
+    chunks = plan_chunks(_WORKER["train_items"], total, stream_seed(config.train.seed, number))
+    batches = chunk_batches(chunks, data.patch_spec(), data.batch_size)
+    first_step: list[float] = []
+
+    def timed():
+        for batch in batches:
+            if not first_step:
+                first_step.append(time.time())
+            yield batch
+
+    trial = optuna.trial.Trial(_WORKER["study"], trial_id)
+    last: dict = {}
+
+    def report(metrics: dict, checkpoint) -> None:
+        last.update(metrics)
+        trial.report(metrics[METRIC], int(metrics["step"]) // config.train.eval_every)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    grid = get_degradation(data.degradation).grid
+    validator = Validator(_WORKER["cases"], data.scale_factor, grid, autocast_dtype=autocast_dtype(config, Runtime().device))
+    state = "complete"
+    try:
+        train(config, timed(), validator, report)
+    except optuna.TrialPruned:
+        state = "pruned"
+    return {"state": state, "value": last[METRIC], "steps": int(last["step"]), "train_s": last["time/elapsed_s"],
+            "startup_s": first_step[0] - origin}
+
+
+def plain_search(base: Config, trials: int, plan: TrialResources, seed: int, workdir: Path) -> Side:
+    storage_file = str(workdir / "optuna.journal")
+    study = optuna.create_study(
+        study_name="plain", storage=_journal(storage_file), direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(),
+    )
+    defaults = base.flat()
+    study.enqueue_trial({key: defaults[key] for key in searched_keys()})  # the search tries them first too
+    side = Side()
+    threads = max(1, round(plan.cpus_per_worker))
+    context = multiprocessing.get_context("spawn")
     start = time.perf_counter()
-    seen = sum(batch["lr"].shape[0] for batch in stream.iter_torch_batches(batch_size=data.batch_size))
-    return seen / (time.perf_counter() - start)
+    with CpuMeter() as meter, context.Pool(
+        plan.max_concurrent, initializer=_worker_init, initargs=(base.to_dict(), threads, storage_file, "plain")
+    ) as pool:
+        running: dict = {}
+        launched = 0
+        while launched < trials or running:
+            while launched < trials and len(running) < plan.max_concurrent:
+                trial = study.ask()
+                search_space(trial)
+                running[trial.number] = (trial, pool.apply_async(_worker_trial, (trial._trial_id, trial.number, trial.params)))
+                launched += 1
+            time.sleep(0.02)
+            for number in [n for n, (_, result) in running.items() if result.ready()]:
+                trial, result = running.pop(number)
+                outcome = result.get()
+                # As the search tells Optuna of a trial that ASHA stopped: complete, with its last value.
+                study.tell(trial, outcome["value"])
+                side.trials += 1
+                side.steps += outcome["steps"]
+                side.train_s += outcome["train_s"]
+                side.startup_s.append(outcome["startup_s"])
+                side.per_trial.append({"index": number, "steps": outcome["steps"], "train_s": outcome["train_s"],
+                                       METRIC: outcome["value"], **trial.params})
+                side.best = max(outcome["value"], side.best) if side.best == side.best else outcome["value"]
+    side.wall_s = time.perf_counter() - start
+    side.cpu_s = meter.cpu_s
+    return side
+
+
+# --- The search itself ----------------------------------------------------------------------------
+
+def ray_search(args: argparse.Namespace, fixed: dict, workdir: Path) -> Side:
+    from mlflow.tracking import MlflowClient
+
+    from hpo import search
+    from hpo.tracking import PARENT_TAG, SEARCH_TAG
+    from hpo.trial import TRIAL_INDEX
+
+    searched = set(searched_keys())
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    argv = ["--trials", str(args.trials), "--steps-per-trial", str(args.steps), "--eval-every", str(args.eval_every),
+            "--seed", str(args.seed), "--name", "bench", "--storage", str(workdir / "ray"), "--tracking-uri", uri]
+    argv += [arg for key, value in fixed.items() for arg in ("--set", f"{key}={value}")]
+    start = time.perf_counter()
+    with CpuMeter() as meter:
+        code = search.main(argv)
+    side = Side(wall_s=time.perf_counter() - start, cpu_s=meter.cpu_s)
+    if code != 0:
+        raise SystemExit(f"error: the search failed (exit code {code})")
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mri-sr-search")
+    parent = client.search_runs([experiment.experiment_id], f"tags.`{SEARCH_TAG}` = 'bench'")[0]
+    for run in client.search_runs([experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"):
+        metrics = run.data.metrics
+        side.trials += 1
+        steps = int(client.get_metric_history(run.info.run_id, METRIC)[-1].step)
+        side.steps += steps
+        side.train_s += metrics["time/elapsed_s"]
+        side.startup_s.append(metrics["time/startup_s"])
+        side.per_trial.append({"index": int(run.data.params[TRIAL_INDEX]), "steps": steps, "train_s": metrics["time/elapsed_s"],
+                               METRIC: metrics[METRIC], **{k: v for k, v in run.data.params.items() if k in searched}})
+        side.best = max(metrics[METRIC], side.best) if side.best == side.best else metrics[METRIC]
+    return side
+
+
+# --- Patch production -----------------------------------------------------------------------------
+
+def patch_rates(base: Config, patches: int, seed: int) -> dict[str, float]:
+    """Patch pairs per second: Ray Data with its tasks on one core, and the pure function alone."""
+    import ray
+
+    from data_pipeline.ray_data import patch_stream
+    from hpo.search import start_ray
+
+    data = base.data
+    spec = data.patch_spec()
+    train_items, _ = plan_split([str(p) for p in resolve_inputs(None)])
+    chunks = plan_chunks(train_items, patches, seed)
+    cut_chunk(chunks[0], spec)  # read and degrade the volume once, as a data worker does
+    start = time.perf_counter()
+    cut = sum(len(cut_chunk(chunk, spec)[0]) for chunk in chunks)
+    alone = cut / (time.perf_counter() - start)
+
+    start_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    warm = patch_stream(plan_chunks(train_items, 1024, seed + 1), spec, max_tasks=1)
+    for _ in warm.iter_torch_batches(batch_size=data.batch_size):  # data workers read and degrade once
+        pass
+    stream = patch_stream(chunks, spec, max_tasks=1)  # one task at a time: one core
+    start = time.perf_counter()
+    pulled = sum(len(batch["lr"]) for batch in stream.iter_torch_batches(batch_size=data.batch_size))
+    ray_rate = pulled / (time.perf_counter() - start)
+    return {"ray_data": ray_rate, "pure_function": alone}
+
+
+# --- The device --------------------------------------------------------------------------------------
+
+def step_time(config: Config, device, steps: int) -> dict[str, float]:
+    """Seconds per training step (D then G) of `config` on `device`, fed from host memory."""
+    import torch
+
+    from hpo.loop import Runtime, train
+
+    data = config.data
+    s, p = data.scale_factor, data.patch_size
+    hr = torch.rand((data.batch_size, 1, s * p, s * p, s * p), generator=torch.Generator().manual_seed(0))
+    lr = hr[:, :, ::s, ::s, ::s].contiguous()
+
+    def batches():
+        while True:
+            yield lr, hr
+
+    def run(count: int) -> dict[str, float]:
+        budget = {"train.max_steps": count, "train.eval_every": 10**9}
+        return train(config.override(budget), batches(), None, lambda metrics, checkpoint: None, Runtime(device=device))
+
+    run(5)  # kernel selection and allocator warm-up
+    metrics = run(steps)
+    seconds = metrics["time/elapsed_s"] / steps
+    return {"seconds_per_step": seconds, "patches_per_s": data.batch_size / seconds}
+
+
+class Utilisation:
+    """The device's busy share, sampled in a thread: NVML's GPU utilisation, or the CPUs' on a CPU."""
+
+    def __init__(self, device, interval: float = 0.2) -> None:
+        self.samples: list[float] = []
+        self._stop, self.interval, self.source = threading.Event(), interval, "CPU"
+        self._read = lambda: psutil.cpu_percent()
+        if device.type == "cuda":
+            import pynvml  # nvidia-ml-py, beside the CUDA build of torch
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+            self._read, self.source = (lambda: float(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)), "GPU"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(self._read())
+
+    def __enter__(self) -> "Utilisation":
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        values = sorted(self.samples) or [0.0]
+        return {"mean": sum(values) / len(values), "median": values[len(values) // 2], "samples": len(values)}
+
+
+def device_check(config: Config, fast: bool, seed: int) -> dict:
+    import torch
+
+    from data_pipeline.nifti import write_volume
+    from hpo import search, superresolve
+    from hpo.loop import build_models, checkpoint_meta
+    from hpo.runtime import pick_device
+    from models.checkpoint import save_checkpoint
+
+    device = pick_device("auto")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    if device.type == "cpu":
+        set_threads()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    steps = 5 if fast else 200
+    out: dict = {"device": name, "step": {}}
+    print(f"\n{name}: default model ({config.model.base_channels} channels, {config.model.num_blocks} blocks), "
+          f"batches of {config.data.batch_size} x {config.data.patch_size}^3 LR patches")
+    for precision in ("fp32", "bf16"):
+        out["step"][precision] = step_time(config.override({"train.precision": precision}), device, steps)
+        print(f"  training step, {precision:4}         {1000 * out['step'][precision]['seconds_per_step']:8.1f} ms"
+              f"   {out['step'][precision]['patches_per_s']:8.0f} patches/s consumed")
+
+    # What feeds it: one data core's production, and the cores that keep the trainer under a third of it.
+    produced = patch_rates(config, 1024 if fast else 4096, seed)["ray_data"]
+    consumed = max(step["patches_per_s"] for step in out["step"].values())
+    out["data"] = {"produced_per_core": produced, "consumed": consumed, "cores_for_a_third": 3 * consumed / produced}
+    print(f"  Ray Data, one core                {produced:8.0f} patches/s produced: "
+          f"{3 * consumed / produced:.1f} data cores keep the trainer at a third of production")
+
+    # Whole-volume inference as a user runs it: a 90 x 108 x 90 LR scan -> 180 x 216 x 180.
+    with tempfile.TemporaryDirectory() as tmp:
+        generator, _ = build_models(config)
+        save_checkpoint(Path(tmp) / "model", checkpoint_meta(config), {"generator": generator.state_dict()})
+        shape = (30, 36, 30) if fast else (90, 108, 90)
+        volume = torch.rand(shape, generator=torch.Generator().manual_seed(seed)).numpy() * 100
+        write_volume(Path(tmp) / "lr.nii.gz", volume, np.diag([2.0, 2.0, 2.0, 1.0]))
+        argv = [str(Path(tmp) / "lr.nii.gz"), str(Path(tmp) / "sr.nii.gz"), "--checkpoint", str(Path(tmp) / "model"),
+                "--device", str(device), "--no-progress"]
+        superresolve.main(argv)  # warm-up: kernels, allocator
+        start = time.perf_counter()
+        superresolve.main(argv)
+        out["inference"] = {"output_shape": [2 * n for n in shape], "seconds": time.perf_counter() - start}
+    print(f"  super-resolve to {'x'.join(map(str, out['inference']['output_shape']))}   "
+          f"{out['inference']['seconds']:8.1f} s (hpo/superresolve.py, whole volume)")
+
+    # Utilisation while a real 2-trial search runs on the device.
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = ["--trials", "2", "--name", "device", "--storage", f"{tmp}/ray", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"]
+        argv += ["--fast"] if fast else ["--steps-per-trial", "400", "--eval-every", "100"]
+        if device.type == "cuda":
+            argv += ["--gpus-per-worker", "1"]
+        start = time.perf_counter()
+        with Utilisation(device) as busy:
+            code = search.main(argv)
+        out["search"] = {"exit_code": code, "wall_s": time.perf_counter() - start, "utilisation": busy.summary(),
+                         "source": busy.source}
+    u = out["search"]["utilisation"]
+    print(f"  2-trial search                    {out['search']['wall_s']:8.1f} s   {busy.source} busy "
+          f"{u['mean']:.0f} % on average (median {u['median']:.0f} %, {u['samples']} samples), exit code {code}")
+    return out
+
+
+# --fast: a small model and budget, so that the whole benchmark runs in a couple of minutes (CI runs it).
+FAST = {"model.base_channels": 8, "model.num_blocks": 1, "model.disc_channels": 8}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=50, help="steps per trial")
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=400, help="steps of a trial never stopped (the search's default)")
     parser.add_argument("--eval-every", type=int, default=25)
-    parser.add_argument("--workers-per-trial", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--patches", type=int, default=8192, help="patch pairs pulled to measure production")
+    parser.add_argument("--only", choices=["search", "patches", "device"], help="run one part (default: search and patches)")
+    parser.add_argument("--fast", action="store_true", help="a small model, 2 trials of 4 steps: the whole path in minutes")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    base = Config().override({"train.max_steps": args.steps, "train.eval_every": args.eval_every,
-                              "train.time_budget_s": 24 * 3600.0, "train.seed": args.seed})
-    configs = sample_configs(args.trials, args.seed)
-    set_threads()
-    plain_s, consumed = plain_optuna(configs, base)
-    start_ray()  # as the search starts it
-    ray_s = ray_search(configs, base, args.workers_per_trial)
-    produced = ray_data_rate(base, patches=2048)
-    print(f"\n{args.trials} trials x {args.steps} steps (batch {base.data.batch_size}, {base.model.base_channels} channels)")
-    print(f"  plain Optuna loop, one process:   {plain_s:8.1f} s")
-    print(f"  Ray Tune + Train + Data search:    {ray_s:8.1f} s   overhead ratio {ray_s / plain_s:.2f}x "
-          f"(+{(ray_s - plain_s) / args.trials:.1f} s per trial)")
-    print(f"  trainer consumes                   {consumed:8.1f} patches/s")
-    print(f"  Ray Data produces                  {produced:8.1f} patches/s   headroom {produced / consumed:.1f}x")
+    fixed = dict(FAST) if args.fast else {}
+    if args.fast:
+        args.trials, args.steps, args.eval_every, args.patches = 2, 4, 2, 1024
+    base = Config().override(fixed | {"train.max_steps": args.steps, "train.eval_every": args.eval_every,
+                                      "train.time_budget_s": 24 * 3600.0, "train.seed": args.seed})
+    report: dict = {"cpu": _cpu_name(), "trials": args.trials, "steps_per_trial": args.steps}
+    if args.only == "device":
+        report |= device_check(base, args.fast, args.seed)
+    if args.only in (None, "search"):
+        report |= compare_searches(args, base, fixed)
+    if args.only in (None, "patches"):
+        rates = patch_rates(base, args.patches, args.seed)
+        print(f"\npatch pairs per second per data core ({base.data.patch_size}^3 LR, batches of {base.data.batch_size}):")
+        print(f"  Ray Data stream, tasks on one core  {rates['ray_data']:8.0f}")
+        print(f"  the cutting function alone          {rates['pure_function']:8.0f}   "
+              f"Ray Data keeps {rates['ray_data'] / rates['pure_function']:.0%}")
+        report["patches_per_s"] = rates
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
+def compare_searches(args: argparse.Namespace, base: Config, fixed: dict) -> dict:
+    plan = plan_resources([{"CPU": float(len(os.sched_getaffinity(0)))}], 1)  # what the search plans here
+    threads = max(1, round(plan.cpus_per_worker))
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "plain").mkdir()
+        plain = plain_search(base, args.trials, plan, args.seed, Path(tmp) / "plain")
+        searched = ray_search(args, fixed, Path(tmp))
+    ratio = searched.wall_s / plain.wall_s
+    print(f"\n{args.trials} trials, at most {args.steps} steps each, {plan.max_concurrent} at once x {threads} thread(s); {_cpu_name()}")
+    print(f"{'':34}{'wall':>9}{'ratio':>8}{'steps':>8}{'start-up per trial':>26}{'CPU-s/trial outside training':>30}")
+    for label, side, r in (("plain Optuna, worker processes", plain, 1.0), ("hpo/search.py (Ray)", searched, ratio)):
+        startup = sorted(side.startup_s)
+        print(f"{label:34}{side.wall_s:8.1f}s{r:7.2f}x{side.steps:8d}"
+              f"{f'median {startup[len(startup) // 2]:.1f} s, max {startup[-1]:.1f} s':>26}"
+              f"{side.outside_training_cpu_s(threads):29.1f}")
+    print(f"best {METRIC} on the validation blocks: plain {plain.best:.2f} dB, search {searched.best:.2f} dB")
+    return {"plain": asdict(plain), "search": asdict(searched), "ratio": ratio}
+
+
+def _cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1,41 +1,59 @@
-"""A picture per evaluation: LR, SR, HR and error, in three planes through the brain's centre."""
+"""A picture per evaluation: LR, SR, HR and error, in three planes through the brain's centre.
+
+Drawn with numpy and Pillow, not a matplotlib figure: a search draws one at every evaluation of
+every trial, and a figure cost 0.15-0.25 s each (a twentieth of a 25-step trial on a CPU).
+"""
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on cluster nodes
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
 
 PREVIEW_FILE = "preview.png"  # inside each checkpoint folder; the MLflow tracker logs it
+ROWS = ("LR", "SR", "HR", "|SR-HR| x4")
+PLANES = ("axial", "coronal", "sagittal")
+ZOOM = 2  # screen pixels per voxel
+LABEL_WIDTH, TITLE_HEIGHT, GAP = 80, 18, 4
+_ERROR_COLOURS = (colormaps["magma"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
 def _slices(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
     x, y, z = centre
-    return [volume[:, :, z].T, volume[:, y, :].T, volume[x, :, :].T]  # axial, coronal, sagittal
+    # Rows of the picture run top to bottom: flip so that up is +y / +z, as a viewer shows it.
+    return [volume[:, :, z].T[::-1], volume[:, y, :].T[::-1], volume[x, :, :].T[::-1]]
+
+
+def _rgb(image: np.ndarray, error: bool) -> np.ndarray:
+    levels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+    return _ERROR_COLOURS[levels] if error else np.repeat(levels[..., None], 3, axis=2)
 
 
 def save_preview(path: str | Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, title: str = "") -> Path:
-    """Rows LR (nearest-neighbour to the HR grid), SR, HR, |SR - HR|; HR normalised to [0, 1]."""
+    """Rows LR (nearest-neighbour to the HR grid), SR, HR, |SR - HR| x 4; HR normalised to [0, 1]."""
     s = hr.shape[0] // lr.shape[0]
     lr_big = lr.repeat(s, 0).repeat(s, 1).repeat(s, 2)[: hr.shape[0], : hr.shape[1], : hr.shape[2]]
     weights = np.argwhere(hr > 0.2 * hr.max())
     centre = tuple(int(c) for c in (weights.mean(0) if len(weights) else np.array(hr.shape) // 2))
-    rows = [("LR", lr_big), ("SR", sr), ("HR", hr), ("|SR-HR| x4", np.abs(sr - hr) * 4)]
-    fig, axes = plt.subplots(4, 3, figsize=(9, 11), squeeze=False)
-    for r, (name, volume) in enumerate(rows):
-        for c, (plane, image) in enumerate(zip(("axial", "coronal", "sagittal"), _slices(volume, centre))):
-            ax = axes[r][c]
-            ax.imshow(image, cmap="magma" if r == 3 else "gray", vmin=0, vmax=1, origin="lower", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name)
-            if r == 0:
-                ax.set_title(plane)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
+    volumes = (lr_big, sr, hr, np.abs(sr - hr) * 4)
+    tiles = [[_rgb(image, error=r == 3) for image in _slices(v, centre)] for r, v in enumerate(volumes)]
+    widths = [max(row[c].shape[1] for row in tiles) * ZOOM for c in range(3)]
+    heights = [max(t.shape[0] for t in row) * ZOOM for row in tiles]
+    canvas = np.full((TITLE_HEIGHT + sum(heights) + GAP * 4, LABEL_WIDTH + sum(widths) + GAP * 3, 3), 255, np.uint8)
+    top = TITLE_HEIGHT
+    for r, row in enumerate(tiles):
+        left = LABEL_WIDTH
+        for c, tile in enumerate(row):
+            big = tile.repeat(ZOOM, 0).repeat(ZOOM, 1)
+            canvas[top : top + big.shape[0], left : left + big.shape[1]] = big
+            left += widths[c] + GAP
+        top += heights[r] + GAP
+    picture = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(picture)
+    draw.text((4, 3), f"{title}    ({', '.join(PLANES)})", fill=(0, 0, 0))
+    top = TITLE_HEIGHT
+    for name, height in zip(ROWS, heights):
+        draw.text((4, top + height // 2 - 5), name, fill=(0, 0, 0))
+        top += height + GAP
+    picture.save(path, optimize=False)
     return Path(path)

@@ -1,0 +1,30 @@
+"""The benchmark's fast mode: the same code as the real measurements, on a small model (slow: two searches)."""
+
+import json
+
+import pytest
+
+from hpo import benchmark
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def test_search_comparison_and_patch_rates(ray_cluster, tmp_path, capsys):
+    assert benchmark.main(["--fast", "--json", str(tmp_path / "bench.json")]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    for side in ("plain", "search"):
+        assert report[side]["trials"] == 2 and len(report[side]["startup_s"]) == 2
+        assert report[side]["steps"] >= 4 and report[side]["cpu_s"] > report[side]["train_s"] > 0
+    assert report["ratio"] > 0
+    assert report["patches_per_s"]["ray_data"] > 0 and report["patches_per_s"]["pure_function"] > 0
+    assert "hpo/search.py (Ray)" in capsys.readouterr().out
+
+
+def test_device_check_runs_on_the_cpu(ray_cluster, tmp_path):
+    # The GPU check's CPU fallback: CI has no GPU, and this keeps the GPU path from rotting.
+    assert benchmark.main(["--only", "device", "--fast", "--json", str(tmp_path / "device.json")]) == 0
+    report = json.loads((tmp_path / "device.json").read_text())
+    assert report["step"]["fp32"]["seconds_per_step"] > 0 and report["step"]["bf16"]["seconds_per_step"] > 0
+    assert report["data"]["produced_per_core"] > 0 and report["data"]["cores_for_a_third"] > 0
+    assert report["inference"]["output_shape"] == [60, 72, 60] and report["inference"]["seconds"] > 0
+    assert report["search"]["exit_code"] == 0 and report["search"]["utilisation"]["samples"] > 0
