@@ -28,7 +28,9 @@ def _kspace(hr: np.ndarray, s: int) -> np.ndarray:
     # Keep the central n/s Fourier coefficients of each axis: what a scanner acquiring a smaller
     # matrix over the same field of view measures. Sample m then sits at HR position s*m.
     spectrum = np.fft.fftshift(np.fft.fftn(hr))
-    keep = tuple(slice((n - n // s) // 2, (n - n // s) // 2 + n // s) for n in hr.shape)
+    # After fftshift DC sits at n//2; ifftshift of the kept m coefficients expects it at m//2, so
+    # the crop starts at n//2 - m//2 (with (n - m)//2 an odd m kept the wrong band).
+    keep = tuple(slice(n // 2 - (n // s) // 2, n // 2 - (n // s) // 2 + n // s) for n in hr.shape)
     cropped = np.fft.ifftshift(spectrum[keep])
     return (np.abs(np.fft.ifftn(cropped)) / s**3).astype(np.float32)
 

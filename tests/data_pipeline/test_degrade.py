@@ -45,6 +45,17 @@ def test_kspace_samples_the_corner_grid(s):
     assert np.allclose(lr[:, 1, 1], wave[::s], atol=1e-4)
 
 
+@pytest.mark.parametrize(("n", "frequency"), [(30, 7), (36, 8), (20, 4), (18, 4)])
+def test_kspace_keeps_the_band_around_dc_for_odd_and_even_lr_sizes(n, frequency):
+    # LR lengths 15, 18, 10 and 9: the kept coefficients must be the n/2 centred on DC, so the
+    # highest frequency the LR grid can hold comes through unchanged.
+    x = np.arange(n)
+    wave = 2.0 + np.cos(2 * np.pi * frequency * x / n)
+    hr = np.broadcast_to(wave[:, None, None], (n, 4, 4)).astype(np.float32)
+    lr = get_degradation("kspace")(hr, 2)
+    assert np.allclose(lr[:, 1, 1], wave[::2], atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["gaussian", "blockmean"])  # k-space rings on a non-periodic ramp
 def test_linear_interpolation_on_the_declared_grid_undoes_a_ramp(name):
     degradation = get_degradation(name)
