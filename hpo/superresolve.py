@@ -55,13 +55,16 @@ def superresolve_volume(
 
 
 def find_checkpoint(root: Path) -> Path:
-    """The folder holding config.json: the root itself, or one level down in an MLflow model."""
+    """The folder holding config.json: the root itself, the one inside an MLflow model, or the
+    latest of a trial's checkpoints (a search keeps the last two of every trial)."""
     if (root / CONFIG_FILE).is_file():
         return root
-    found = sorted(root.rglob(CONFIG_FILE))
+    found = sorted(root.rglob(CONFIG_FILE), key=lambda p: (p.stat().st_mtime, str(p)))
     if not found:
         raise FileNotFoundError(f"{root}: no checkpoint ({CONFIG_FILE}) inside")
-    return found[0].parent
+    if len(found) > 1:
+        print(f"{len(found)} checkpoints in {root}; using the latest, {found[-1].parent}", file=sys.stderr)
+    return found[-1].parent
 
 
 def fetch_model(uri: str, into: Path, tracking: str | None = None) -> Path:

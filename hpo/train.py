@@ -50,6 +50,21 @@ def build_config(args: argparse.Namespace) -> Config:
     return Config().override(overrides)
 
 
+def resume_problem(output: Path, config: Config) -> str | None:
+    """Why the checkpoint in `output` cannot be continued with `config`, or None.
+
+    Budgets (`train.*`) may change on a resume; what shapes the model or its data may not.
+    """
+    if not (output / STATE_FILE).is_file() or not (output / CONFIG_FILE).is_file():
+        return f"{output} holds no checkpoint ({CONFIG_FILE} and {STATE_FILE}) to continue"
+    saved = Config.from_dict(json.loads((output / CONFIG_FILE).read_text())["config"]).flat()
+    changed = [f"{k}={saved[k]} (now {v})" for k, v in config.flat().items()
+               if not k.startswith("train.") and saved.get(k) != v]
+    if changed:
+        return f"{output} was trained with {', '.join(changed)}; drop those --set values or pick another --output"
+    return None
+
+
 def print_table(rows: dict[str, dict[str, float]]) -> None:
     print(f"\n{'method':<10} {'PSNR brain':>11} {'PSNR whole':>11} {'SSIM brain':>11} {'seconds':>8}")
     for name, row in rows.items():
@@ -81,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
 
     output: Path = args.output
     output.mkdir(parents=True, exist_ok=True)
-    resume_from = output if args.resume and (output / STATE_FILE).is_file() else None
+    resume_from = None
+    if args.resume:
+        problem = resume_problem(output, config)
+        if problem:
+            print(f"error: --resume: {problem}", file=sys.stderr)
+            return 2
+        resume_from = output
     history = (output / "metrics.jsonl").open("a" if resume_from else "w")
 
     def report(metrics: dict[str, float], checkpoint: Path | None) -> None:

@@ -75,3 +75,28 @@ def test_entry_points_run_as_scripts_from_the_repo_root(checkpoint, tmp_path, an
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
     )
     assert bad.returncode == 2 and "unknown config key 'optim.lr_gen'" in bad.stderr
+
+
+def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    assert train.main(["--fast", "--output", str(tmp_path / "empty"), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --resume: {tmp_path / 'empty'} holds no checkpoint (config.json and state.pt) to continue"]
+
+
+def test_resume_with_another_model_is_a_one_line_error(checkpoint, capsys):
+    args = ["--fast", "--output", str(checkpoint), "--resume", "--set", "model.base_channels=12"]
+    assert train.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was trained with model.base_channels=8 (now 12)" in err[0]
+
+
+def test_superresolve_takes_the_latest_of_several_checkpoints(checkpoint, tmp_path, anatomical, capsys):
+    import os
+    import shutil
+
+    trial = tmp_path / "trial"
+    for k, mtime in ((0, 1_000), (1, 2_000)):
+        shutil.copytree(checkpoint, trial / f"checkpoint_00000{k}")
+        os.utime(trial / f"checkpoint_00000{k}" / "config.json", (mtime, mtime))
+    assert superresolve.find_checkpoint(trial) == trial / "checkpoint_000001"
+    assert "using the latest" in capsys.readouterr().err
