@@ -33,9 +33,10 @@ from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.resources import ResourceError, nodes_to_plan_for, plan_resources
 from hpo.runtime import PROJECT_ROOT
-from hpo.search_space import search_space, searched_keys
+from hpo.search_space import numbered_space, searched_keys
 from hpo.tracking import (
-    DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, storage_filesystem, tracking_uri,
+    DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, runs_page, storage_filesystem,
+    tracking_uri,
 )
 from hpo.trial import DIVERGED, TRIAL_INDEX, TrialSetup, checkpoint_path, run_trial
 from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, make_block_cases, make_cases
@@ -257,12 +258,6 @@ def main(argv: list[str] | None = None) -> int:
         client.set_terminated(parent, status)
 
 
-def numbered_space(trial: optuna.Trial, fixed: frozenset[str]) -> dict[str, int]:
-    """The search space, plus the trial's number in the study: it seeds the trial's patch stream."""
-    search_space(trial, fixed)
-    return {TRIAL_INDEX: trial.number}
-
-
 @dataclass(frozen=True)
 class Checks:
     """The held-out anatomy, twice: blocks that score every trial, whole regions for the winner."""
@@ -314,7 +309,12 @@ def summarise(
     if skipped:
         print(f"\nskipped {skipped} unusable volume(s) (listed above)")
     print(f"\nMLflow: {uri}, experiment {args.experiment!r}, parent run {parent}")
-    print(f"  browse:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000")
+    experiment_id = client.get_run(parent).info.experiment_id
+    if uri.startswith("http"):
+        print(f"  browse:  {runs_page(uri, experiment_id)}")
+    else:
+        print(f"  browse:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then "
+              f"{runs_page('http://127.0.0.1:5000', experiment_id)}")
     print(f"  promote: python hpo/promote.py --experiment {args.experiment}"
           + (f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""))
     return 0

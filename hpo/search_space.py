@@ -3,14 +3,21 @@
 Ranges live here and nowhere else. Optuna's TPE samples it through Ray Tune's OptunaSearch; a test
 feeds it `optuna.trial.FixedTrial`. Keys the user fixes for the whole search (`--set`) are left out,
 so the searcher never proposes a value that a trial would not use.
+
+Trial processes import this module for `TRIAL_INDEX`; Optuna is imported only where a study is made.
 """
 
-from collections.abc import Collection
-from typing import Any
+from __future__ import annotations
 
-import optuna
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
 from models.upsample import UPSAMPLERS
+
+if TYPE_CHECKING:
+    import optuna
+
+TRIAL_INDEX = "trial_index"  # in each trial's config: 0, 1, 2, ... in the order the searcher proposed them
 
 
 def search_space(trial: optuna.Trial, fixed: Collection[str] = ()) -> dict[str, Any] | None:
@@ -34,6 +41,18 @@ def search_space(trial: optuna.Trial, fixed: Collection[str] = ()) -> dict[str, 
 
 def searched_keys(fixed: Collection[str] = ()) -> list[str]:
     """The config keys a search varies, in the order the space suggests them."""
+    import optuna
+
     trial = optuna.create_study().ask()
     search_space(trial, fixed)
     return list(trial.params)
+
+
+def numbered_space(trial: optuna.Trial, fixed: Collection[str] = ()) -> dict[str, int]:
+    """The search space, plus the trial's number in the study: it seeds the trial's patch stream.
+
+    It lives in a module, not in the script: OptunaSearch pickles it into the search's state, and
+    a resumed search must find it again by its module's name (never `__main__`).
+    """
+    search_space(trial, fixed)
+    return {TRIAL_INDEX: trial.number}

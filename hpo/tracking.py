@@ -47,6 +47,12 @@ def tracking_uri(override: str | None = None) -> str:
     return override or os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
+def runs_page(server: str, experiment_id: str) -> str:
+    """The experiment's runs in the MLflow UI. MLflow 3 opens an experiment on its GenAI (traces)
+    page unless the link asks for the model-training view (../shared/RAY_NOTES.md, MLflow UI)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 def artifact_location(uri: str) -> str | None:
     """For a SQLite store, artifacts go beside the database (never into the working directory)."""
     if uri.startswith("sqlite:///"):

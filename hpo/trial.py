@@ -34,11 +34,11 @@ from data_pipeline.ray_data import patch_stream  # noqa: E402
 from hpo.config import Config  # noqa: E402
 from hpo.resources import DRIVER_CPUS  # noqa: E402
 from hpo.runtime import set_threads  # noqa: E402
+from hpo.search_space import TRIAL_INDEX  # noqa: E402
 
 # The trial process imports this module: it stays light (no MONAI, matplotlib, MLflow or Ray
 # Train, seconds of CPU per process). What only training needs is imported where it is used.
 
-TRIAL_INDEX = "trial_index"  # in each trial's config: 0, 1, 2, ... in the order the searcher proposed them
 DIVERGED = "diverged"  # 1.0 in the last result of a trial whose loss became non-finite
 
 

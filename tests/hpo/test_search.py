@@ -3,6 +3,8 @@
 One small search (module fixture) feeds most tests: 6 trials of 2 DDP workers each, ASHA on.
 """
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -45,7 +47,10 @@ def finished_search(ray_cluster, tmp_path_factory):
     from tests.conftest import ANATOMICAL
 
     root = tmp_path_factory.mktemp("search")
-    code = search.main(search_args(root, "--workers-per-trial", "2", "--data", str(ANATOMICAL)))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = search.main(search_args(root, "--workers-per-trial", "2", "--data", str(ANATOMICAL)))
+    (root / "stdout.txt").write_text(printed.getvalue())
     assert code == 0
     return root
 
@@ -53,6 +58,8 @@ def finished_search(ray_cluster, tmp_path_factory):
 def test_mlflow_holds_a_parent_and_a_child_per_trial(finished_search):
     client, parent, children = child_runs(finished_search, "s")
     assert parent.info.status == "FINISHED" and parent.data.metrics["search/trials"] == 6
+    # The printed link opens the runs, not MLflow 3's GenAI overview.
+    assert f"#/experiments/{parent.info.experiment_id}?workflowType=machine_learning" in (finished_search / "stdout.txt").read_text()
     assert len(children) == 6 and len({c.data.tags[TRIAL_TAG] for c in children}) == 6
     for child in children:
         assert child.info.status == "FINISHED"
