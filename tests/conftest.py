@@ -1,5 +1,10 @@
 """Shared fixtures: tiny real and synthetic NIfTI volumes written to tmp_path."""
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import nibabel as nib
@@ -41,3 +46,43 @@ def ray_cluster():
         ray.init(num_cpus=2, object_store_memory=300 * 2**20, runtime_env={"env_vars": RAY_ENV})
     yield ray
     ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def aws_server():
+    """moto's AWS-compatible server on loopback (AWS itself cannot run here), and the environment
+    that points the AWS CLI, boto3, pyarrow and MLflow at it."""
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto_server did not start") from None
+            time.sleep(0.3)
+    yield {
+        "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def aws_client(aws_env: dict, service: str):
+    import boto3
+
+    return boto3.client(service, endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name=aws_env["AWS_REGION"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -57,13 +57,15 @@ def test_aws_nodes_are_a_cpu_head_and_autoscaling_gpu_workers():
     assert sorted(gpu_counts[t["node_config"]["InstanceType"]] for t in workers.values()) == [1, 4]
     for name, t in workers.items():
         assert 0 <= t["min_workers"] <= t["max_workers"] <= config["max_workers"], name
+    # The search plans from the node types' maxima; the autoscaler stops at the global cap.
+    assert sum(t["max_workers"] for t in workers.values()) == config["max_workers"]
     # The search plans from the nodes alive when it starts: some GPU node must be up by default.
     assert sum(t["min_workers"] for t in workers.values()) >= 1
 
 
 def test_aws_installs_exactly_the_pinned_stack_and_ships_the_project():
     config = load("aws.yaml")
-    assert config["file_mounts"] == {"~/mri-sr": "."}
+    assert config["file_mounts"]["~/mri-sr"] == "."
     assert "pip install --quiet -r requirements.txt" in commands(config)
     for key in ("head_image", "worker_image"):
         assert config["docker"][key].startswith(f"rayproject/ray:{ray.__version__}-{PYTHON_TAG}-")
@@ -77,17 +79,53 @@ def test_aws_storage_and_mlflow_are_shared_and_private():
     config = load("aws.yaml")
     text = commands(config)
     assert "MRI_SR_STORAGE=s3://" in text  # Ray results and checkpoints: every node the same S3 path
-    server = next(line for line in config["head_start_ray_commands"] if "mlflow server" in line)
-    assert "--backend-store-uri sqlite:////" in server and "--artifacts-destination $MRI_SR_ARTIFACTS" in server
-    db_dir = re.search(r"sqlite:///(/\S+)/mlflow\.db", server).group(1)
+    assert "MRI_SR_ARTIFACTS=s3://" in text
+    # MLflow's SQLite on the host's disk, mounted into the head's container.
+    db_dir = re.search(r"MRI_SR_MLFLOW_DB=(/\S+)/mlflow\.db", text).group(1)
     assert any(option.endswith(f":{db_dir}") for option in config["docker"]["head_run_options"]), "DB on the host"
-    # Reachable inside the security group only: the group's one outside rule is SSH (aws-setup.sh).
-    assert "IpPermissions" not in config["provider"]["security_group"]
+    # Every node in the group aws-setup.sh made and pinned (SSH from your address, every other
+    # port only between members): Ray neither makes a group of its own nor changes this one.
+    assert "security_group" not in config["provider"]
+    for name, node_type in config["available_node_types"].items():
+        node = node_type["node_config"]
+        assert {"SecurityGroupIds", "SubnetIds", "ImageId"} <= set(node), name
     setup = (CLUSTER / "aws-setup.sh").read_text()
     ingress = [line for line in setup.splitlines() if "authorize-security-group-ingress" in line or "--cidr" in line]
     assert any('--port 22 --cidr "$MY_IP/32"' in line for line in ingress)
     assert "0.0.0.0/0" not in setup and "::/0" not in setup
     assert subprocess.run(["bash", "-n", str(CLUSTER / "aws-setup.sh")]).returncode == 0
+
+
+START = CLUSTER / "start-node.sh"
+
+
+@pytest.mark.parametrize("name", LAUNCHER_FILES)
+def test_nodes_start_with_the_one_start_script_and_the_token(name):
+    config = load(name)
+    assert config["head_start_ray_commands"] == [
+        "bash ~/mri-sr/cluster/start-node.sh head --autoscaling-config=~/ray_bootstrap_config.yaml"]
+    assert config["worker_start_ray_commands"] == ["bash ~/mri-sr/cluster/start-node.sh worker"]
+    # Every node gets the token of the machine that runs `ray up`, and every Ray process asks for it.
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "export RAY_AUTH_MODE=token" in commands(config)
+    # `ray down` runs a bare `ray stop` in a login shell: ~/.bashrc must find Ray.
+    assert any("~/.bashrc" in line and ". ~/mri-sr.env" in line for line in config["setup_commands"])
+
+
+def test_the_start_script_binds_mlflow_and_the_dashboard_to_loopback():
+    script = START.read_text()
+    assert "--host 127.0.0.1 --port 5000" in script and "--host 0.0.0.0" not in script
+    assert "--dashboard-host=127.0.0.1" in script
+    assert subprocess.run(["bash", "-n", str(START)]).returncode == 0
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in CLUSTER.iterdir() if p.suffix in (".yaml", ".sh")))
+def test_no_command_that_cannot_work_under_the_launcher(path):
+    text = "\n".join(line for line in (CLUSTER / path).read_text().splitlines() if not line.lstrip().startswith("#"))
+    # Ray runs commands as `bash -c '<command>'`: `pgrep -f TEXT` there always finds its own shell.
+    assert not re.search(r"pgrep\s+(-\w+\s+)*-f", text), "pgrep -f matches the launcher's own shell"
+    # A failed `ulimit` (hard limit lower, as in containers) must not skip what follows.
+    assert not re.search(r"ulimit[^;&|\n]*&&", text), "`ulimit ... && ray start` skips ray start"
 
 
 def test_aws_nodes_get_roles_not_keys():
@@ -116,7 +154,9 @@ def test_onprem_starts_every_machine_with_shared_storage():
     assert config["min_workers"] == config["max_workers"] == len(config["provider"]["worker_ips"])
     text = commands(config)
     assert "pip install --quiet -r requirements.txt" in text
-    assert "MRI_SR_STORAGE=/shared/" in text  # a path every machine mounts
+    assert "MRI_SR_STORAGE=$SHARED/ray" in text and "SHARED=/shared/" in text  # a path every machine mounts
+    # MLflow's SQLite on the head's own disk (SQLite on NFS corrupts); its artifacts on the shared path.
+    assert "MRI_SR_MLFLOW_DB=\\$HOME/" in text and "MRI_SR_ARTIFACTS=$SHARED/" in text
 
 
 def test_kuberay_runs_the_same_image_on_gpu_workers():
