@@ -6,10 +6,10 @@ import signal
 import threading
 import time
 
+import psutil
 import pytest
 import ray
 from ray import tune
-from ray.util.state import list_actors
 
 from data_pipeline.dataset import make_pair, plan_split
 from data_pipeline.intensity import IntensityNorm
@@ -46,9 +46,11 @@ def tuner(setup: TrialSetup, tmp_path, name: str, max_failures: int = 2) -> tune
 
 
 def trainer_pids(workers: int) -> list[int]:
-    # One worker: the Tune trial process trains. Several: Ray Train's worker actors do.
-    wanted = "ImplicitFunc" if workers == 1 else "RayTrainWorker"
-    return [a.pid for a in list_actors(filters=[("class_name", "=", wanted), ("state", "=", "ALIVE")])]
+    # One worker: the Tune trial process trains. Several: Ray Train's worker actors do. Found by
+    # the titles Ray gives its processes (the state API lists only the first 100 actors of a
+    # session, and a long test session has many more).
+    title = "ray::ImplicitFunc" if workers == 1 else "ray::RayTrainWorker"
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith(title)]
 
 
 @pytest.mark.timeout(600)
