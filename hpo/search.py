@@ -35,8 +35,8 @@ from hpo.resources import ResourceError, nodes_to_plan_for, plan_resources
 from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import numbered_space, searched_keys
 from hpo.tracking import (
-    DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, runs_page, storage_filesystem,
-    tracking_uri,
+    DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, remove_lost_trials, runs_page,
+    storage_filesystem, tracking_uri,
 )
 from hpo.trial import DIVERGED, TRIAL_INDEX, TrialSetup, checkpoint_path, run_trial
 from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, make_block_cases, make_cases
@@ -88,13 +88,19 @@ def base_config(args: argparse.Namespace) -> Config:
     return Config().override(fixed | parse_overrides(args.overrides))
 
 
+OBJECT_STORE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                    "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
 def start_ray() -> None:
     if ray.is_initialized():
         return
     # RAY_ADDRESS set: join that cluster. Unset: start a local one, dashboard included (without it,
     # Train V2 cannot free the workers of trials that ASHA stops; ../shared/RAY_NOTES.md).
     address = os.environ.get("RAY_ADDRESS")
-    env = dict(RAY_ENV)
+    # An S3-compatible store other than AWS's (MinIO, Ceph, a test server) is named by its
+    # endpoint and keys where the search runs; trials and data tasks read the same objects.
+    env = dict(RAY_ENV) | {key: os.environ[key] for key in OBJECT_STORE_ENV if key in os.environ}
     if not address:
         # Train's preemption watcher (one more process per trial) only serves spot nodes that the
         # cloud reclaims; one machine has none.
@@ -247,6 +253,13 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         results = make_tuner(args, config, prepared, tracker, storage, name).fit()
         wall = time.perf_counter() - start
+        tracker.close()  # every queued MLflow write done before the runs are read back
+        if args.resume and (caught_up := tracker.catch_up(results)):
+            print(f"MLflow: completed {caught_up} run(s) from Tune's record (writes the interrupted search had lost)")
+        trial_ids = {r.metrics["trial_id"] for r in results if r.metrics}
+        if lost := remove_lost_trials(client, experiment_id, parent, trial_ids):
+            print(f"removed {lost} MLflow run(s) of trials that the interrupted search started but never "
+                  "recorded: Tune ran their configurations again")
         code = summarise(results, client, parent, args, uri, wall, prepared.volumes_skipped, checks, storage)
         status = "FINISHED" if code == 0 else "FAILED"
         return code

@@ -78,6 +78,24 @@ def find_or_create_parent(client: MlflowClient, experiment_id: str, search_name:
     return run.info.run_id
 
 
+def remove_lost_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_ids: set[str]) -> int:
+    """Soft-deletes the child runs of trials that a killed search started but never recorded.
+
+    Tune saves its experiment state every few seconds; a trial started after the last save is
+    unknown to the resumed search, which runs that configuration again as a new trial. Its first
+    child run stays RUNNING forever: a duplicate of the new one. Returns how many were removed
+    (MLflow keeps them, deleted, where its UI's "deleted runs" view shows them).
+    """
+    children = client.search_runs(
+        [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    )
+    lost = [run for run in children if run.data.tags.get(TRIAL_TAG) not in trial_ids]
+    for run in lost:
+        client.set_terminated(run.info.run_id, "KILLED")
+        client.delete_run(run.info.run_id)
+    return len(lost)
+
+
 class GeneratorModel(mlflow.pyfunc.PythonModel):
     """The generator as an MLflow model: its artifact is the checkpoint folder `superresolve` reads.
 
@@ -248,6 +266,8 @@ class MlflowTracker(tune.Callback):
             history = self.client.get_metric_history(run_id, "val/psnr")
             with self.lock:
                 self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
+            if not found[0].data.params:  # the killed search made the run, then died
+                self._log_params(run_id, trial)
         else:
             run = self.client.create_run(
                 self.experiment_id,
@@ -255,11 +275,45 @@ class MlflowTracker(tune.Callback):
                 tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id},
             )
             run_id = run.info.run_id
-            params = {**self.base_params, **trial.config}
-            self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+            self._log_params(run_id, trial)
         with self.lock:
             self._runs[trial.trial_id] = run_id
         return run_id
+
+    def _log_params(self, run_id: str, trial: TrialView) -> None:
+        params = {**self.base_params, **trial.config}
+        self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def catch_up(self, results) -> int:
+        """Writes what Tune recorded but MLflow never got; returns how many runs it completed.
+
+        A killed search loses the writes still queued; Tune's experiment state may already hold
+        those trials as ended, and a resumed search calls back for them no more. Each result's
+        history (Tune's own record in the search's storage) fills its run instead: parameters,
+        metrics per step, the generator from its last checkpoint, the final status.
+        """
+        completed = 0
+        for result in results:
+            if not result.metrics or "trial_id" not in result.metrics:
+                continue
+            view = TrialView(result.metrics["trial_id"], dict(result.config), result.path)
+            run_id = self.run_id(view)
+            if self.client.get_run(run_id).info.status in ("FINISHED", "FAILED"):
+                continue
+            history = result.metrics_dataframe
+            for record in ([] if history is None else history.to_dict("records")):
+                row = {k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}  # unset
+                metrics = {k: float(v) for k, v in row.items()
+                           if k.startswith(("train/", "val/", "time/")) and isinstance(v, (int, float)) and math.isfinite(v)}
+                step = int(row.get("step", row.get("training_iteration", 0)))
+                self._log_result(view, step, checkpoint_path(row, result.path), metrics, None,
+                                 bool(row.get(DIVERGED, 0) == 1))
+            if result.error is not None:
+                self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            else:
+                self._log_completion(view)
+            completed += 1
+        return completed
 
     # --- Tune's callbacks: copy what is needed, queue the writing ---
 
