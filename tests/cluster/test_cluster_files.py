@@ -159,9 +159,15 @@ def test_onprem_starts_every_machine_with_shared_storage():
     assert "MRI_SR_MLFLOW_DB=\\$HOME/" in text and "MRI_SR_ARTIFACTS=$SHARED/" in text
 
 
+def kuberay(name: str) -> dict[str, dict]:
+    return {d["kind"] + "/" + d["metadata"]["name"]: d for d in yaml.safe_load_all((CLUSTER / name).read_text())}
+
+
+# No maintained package ships KubeRay's RayCluster/RayJob CRD schemas (checked on PyPI), so these
+# tests check what the search needs of the manifests, not every field against the CRD.
 def test_kuberay_runs_the_same_image_on_gpu_workers():
-    docs = list(yaml.safe_load_all((CLUSTER / "kuberay.yaml").read_text()))
-    cluster = next(d for d in docs if d["kind"] == "RayCluster")
+    docs = kuberay("kuberay.yaml")
+    cluster = docs["RayCluster/mri-sr"]
     assert cluster["apiVersion"] == "ray.io/v1"
     spec = cluster["spec"]
     assert spec["rayVersion"] == ray.__version__
@@ -179,3 +185,36 @@ def test_kuberay_runs_the_same_image_on_gpu_workers():
     dockerfile = (CLUSTER / "Dockerfile").read_text()
     assert f"FROM rayproject/ray:{ray.__version__}-{PYTHON_TAG}-gpu" in dockerfile
     assert "requirements.txt" in dockerfile
+
+
+def test_kuberay_is_authenticated_and_private():
+    docs = kuberay("kuberay.yaml")
+    spec = docs["RayCluster/mri-sr"]["spec"]
+    assert spec["authOptions"]["mode"] == "token"  # KubeRay sets RAY_AUTH_MODE and the token on every pod
+    head = spec["headGroupSpec"]["template"]["spec"]
+    mlflow = next(c for c in head["containers"] if "mlflow" in c.get("command", []))
+    assert mlflow["command"][mlflow["command"].index("--host") + 1] == "127.0.0.1"
+    # MLflow's SQLite volume is writable by the image's user (uid 1000, group users).
+    assert head["securityContext"]["fsGroup"] == 100
+    assert any(v.get("persistentVolumeClaim", {}).get("claimName") == "mri-sr-mlflow" for v in head["volumes"])
+    # Workers do not share the head's account, which KubeRay gives the autoscaler's rights.
+    head_account = head["serviceAccountName"]
+    for group in spec["workerGroupSpecs"]:
+        account = group["template"]["spec"]["serviceAccountName"]
+        assert account != head_account and f"ServiceAccount/{account}" in docs
+        for c in group["template"]["spec"]["containers"]:
+            assert not any(e["name"] == "MLFLOW_TRACKING_URI" for e in c.get("env", []))  # MLflow is the head's own
+    assert f"ServiceAccount/{head_account}" in docs
+    text = (CLUSTER / "kuberay.yaml").read_text()
+    assert "kubectl delete raycluster mri-sr" in text and not re.search(r"^#\s+kubectl delete -f", text, re.M)
+
+
+def test_the_rayjob_starts_the_same_cluster_and_removes_it_after_the_search():
+    cluster = kuberay("kuberay.yaml")["RayCluster/mri-sr"]["spec"]
+    job = kuberay("kuberay-job.yaml")["RayJob/mri-sr-search"]
+    assert job["apiVersion"] == "ray.io/v1"
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    assert job["spec"]["entrypoint"].startswith("python /home/ray/mri-sr/hpo/search.py")
+    assert job["spec"]["rayClusterSpec"] == cluster  # one cluster definition, in two places
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    assert all(f"COPY --chown=ray:users {package} " in dockerfile for package in ("hpo", "models", "data_pipeline"))
