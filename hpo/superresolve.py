@@ -25,6 +25,18 @@ from models.checkpoint import CONFIG_FILE, load_generator
 from models.inference import sliding_window_superresolve
 
 
+# How far beyond the input's intensity range a super-resolved voxel may go, as a share of that range.
+OUTPUT_MARGIN = 0.05
+
+
+def plausible_range(lr: np.ndarray, margin: float = OUTPUT_MARGIN) -> tuple[float, float]:
+    """The input's range widened by `margin` of its span on each side; never below 0 where the
+    input has no negative voxel (magnitude images: a negative intensity means nothing)."""
+    low, high = float(lr.min()), float(lr.max())
+    pad = margin * (high - low)
+    return (max(0.0, low - pad) if low >= 0 else low - pad), high + pad
+
+
 def superresolve_volume(
     generator: nn.Module,
     meta: dict[str, Any],
@@ -34,8 +46,15 @@ def superresolve_volume(
     batch_size: int = 4,
     overlap: float = 0.25,
     progress: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(SR data in the input's units, its affine)."""
+    clamp: bool = True,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(SR data in the input's units, its affine, the share of the generator's voxels that lay
+    outside `plausible_range` of the input).
+
+    With `clamp`, those voxels are clamped into it: a generator trained on skull-stripped brains
+    overshoots at skull and fat edges it never saw, ringing bright and dark (on a real whole-head
+    T1 it wrote -331 to 485 for an input of 0 to 255).
+    """
     device = torch.device(device)
     scale = IntensityNorm(**meta["intensity"]).scale_of(volume.data)
     lr = torch.from_numpy(volume.data / scale)[None, None]  # (1, 1, X, Y, Z)
@@ -51,7 +70,12 @@ def superresolve_volume(
         autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
         progress=progress,
     )
-    return sr[0, 0].numpy() * scale, upsampled_affine(volume.affine, meta["scale_factor"], meta["grid"])
+    data = sr[0, 0].numpy() * scale
+    low, high = plausible_range(volume.data)
+    outside = float(np.mean((data < low) | (data > high)))
+    if clamp:
+        np.clip(data, low, high, out=data)
+    return data, upsampled_affine(volume.affine, meta["scale_factor"], meta["grid"]), outside
 
 
 def find_checkpoint(root: Path) -> Path:
@@ -92,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--roi-size", type=int, default=32, help="side of an input window, in LR voxels")
     parser.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring windows (0 to <1)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no-clamp", action="store_true",
+                        help=f"keep the generator's raw output (default: clamp it to the input's range +-{OUTPUT_MARGIN:.0%} "
+                             "of its span, never negative where the input is not)")
     return parser.parse_args(argv)
 
 
@@ -116,13 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     s = meta["scale_factor"]
     start = time.perf_counter()
-    data, affine = superresolve_volume(
-        generator, meta, volume, device, args.roi_size, args.batch_size, args.overlap, progress=not args.no_progress
+    data, affine, outside = superresolve_volume(
+        generator, meta, volume, device, args.roi_size, args.batch_size, args.overlap, progress=not args.no_progress,
+        clamp=not args.no_clamp,
     )
     write_volume(args.output, data, affine, like=volume.header)
     print(
         f"{args.input} {volume.data.shape} -> {args.output} {data.shape}: x{s}, {meta['degradation']} "
-        f"({meta['grid']} grid), {time.perf_counter() - start:.1f}s on {device}"
+        f"({meta['grid']} grid), {time.perf_counter() - start:.1f}s on {device}; "
+        f"{outside:.2%} of the generator's voxels beyond the input's range +-{OUTPUT_MARGIN:.0%}"
+        + (" (kept: --no-clamp)" if args.no_clamp else " (clamped)")
     )
     return 0
 

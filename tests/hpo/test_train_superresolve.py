@@ -100,3 +100,28 @@ def test_superresolve_takes_the_latest_of_several_checkpoints(checkpoint, tmp_pa
         os.utime(trial / f"checkpoint_00000{k}" / "config.json", (mtime, mtime))
     assert superresolve.find_checkpoint(trial) == trial / "checkpoint_000001"
     assert "using the latest" in capsys.readouterr().err
+
+
+def test_output_stays_in_the_inputs_range_unless_asked(checkpoint, tmp_path, capsys):
+    from models.checkpoint import load_checkpoint, save_checkpoint
+
+    # A generator that overshoots badly: its weights scaled up, as a model ringing at an edge it
+    # never saw in training.
+    meta, state = load_checkpoint(checkpoint)
+    state["generator"] = {k: v * 3 if v.is_floating_point() else v for k, v in state["generator"].items()}
+    loud = save_checkpoint(tmp_path / "loud", meta, state)
+    source = write_nifti(tmp_path / "scan.nii.gz", np.clip(blob((21, 18, 15)), 0, 255))
+    lr = nib.load(source).get_fdata()
+    low, high = superresolve.plausible_range(lr)
+    assert low == 0 and high == pytest.approx(lr.max() + 0.05 * (lr.max() - lr.min()))
+
+    raw, safe = tmp_path / "raw.nii.gz", tmp_path / "safe.nii.gz"
+    assert superresolve.main([str(source), str(raw), "--checkpoint", str(loud), "--no-progress", "--no-clamp"]) == 0
+    assert superresolve.main([str(source), str(safe), "--checkpoint", str(loud), "--no-progress"]) == 0
+    raw_data, safe_data = nib.load(raw).get_fdata(), nib.load(safe).get_fdata()
+    outside = (raw_data < low) | (raw_data > high)
+    assert outside.mean() > 0.001  # the raw output leaves the range...
+    assert safe_data.min() >= low - 1e-3 and safe_data.max() <= high + 1e-3  # ...the default output does not
+    assert np.array_equal(safe_data[~outside], raw_data[~outside])  # and only those voxels change
+    printed = capsys.readouterr().out
+    assert f"{outside.mean():.2%} of the generator's voxels beyond the input's range" in printed
