@@ -113,6 +113,27 @@ def _validated(img: nib.spatialimages.SpatialImage, source: str | Path, min_shap
     return Volume(data=data, affine=affine, header=img.header, source=str(source))
 
 
+def voxel_sizes(affine: np.ndarray) -> np.ndarray:
+    """The (x, y, z) voxel sizes in mm of a voxel-to-world affine (its columns' lengths)."""
+    return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
+def typical_voxel_mm(paths: list[str]) -> float:
+    """The median voxel size (geometric mean of the three axes, mm) of the local NIfTI files among
+    `paths`, from their headers alone; 0.0 when there is none (object-store paths are not read)."""
+    sizes = []
+    for path in paths:
+        if is_uri(path):
+            continue
+        try:
+            zooms = nib.load(str(path)).header.get_zooms()[:3]
+        except Exception:  # an unreadable file is reported where it is read for real
+            continue
+        if len(zooms) == 3 and all(z > 0 for z in zooms):
+            sizes.append(float(np.prod(zooms)) ** (1 / 3))
+    return float(np.median(sizes)) if sizes else 0.0
+
+
 def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, like: nib.Nifti1Header | None = None) -> None:
     """Write float32 data with `affine`, keeping the sform/qform codes of the header `like`.
 

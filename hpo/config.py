@@ -21,6 +21,9 @@ class DataConfig:
     batch_size: int = 8
     foreground_fraction: float = 0.9  # share of patches centred on brain rather than anywhere
     intensity_percentile: float = 99.5
+    # The training volumes' typical voxel size, recorded by hpo/train.py and the search (0: unknown):
+    # hpo/superresolve.py warns when a scan's LR voxels differ much from hr_voxel_mm x scale_factor.
+    hr_voxel_mm: float = 0.0
 
     def patch_spec(self) -> PatchSpec:
         return PatchSpec(self.degradation, self.scale_factor, self.patch_size, self.foreground_fraction,

@@ -28,7 +28,7 @@ from ray.tune.search.optuna import OptunaSearch
 from data_pipeline.dataset import make_pair, min_shape_for, plan_split, resolve_inputs
 from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm
-from data_pipeline.nifti import is_uri, read_volume
+from data_pipeline.nifti import is_uri, read_volume, typical_voxel_mm
 from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.resources import ResourceError, nodes_to_plan_for, plan_resources
@@ -85,6 +85,10 @@ def base_config(args: argparse.Namespace) -> Config:
     if not args.fast:
         fixed |= {"train.max_steps": args.steps_per_trial, "train.eval_every": args.eval_every}
     fixed |= {"train.time_budget_s": 24 * 3600.0, "train.seed": args.seed}  # steps decide, not time
+    try:  # recorded in every checkpoint; unreadable data is reported when the search checks it
+        fixed["data.hr_voxel_mm"] = typical_voxel_mm(resolve_inputs(args.data))
+    except FileNotFoundError:
+        pass
     return Config().override(fixed | parse_overrides(args.overrides))
 
 

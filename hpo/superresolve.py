@@ -19,7 +19,7 @@ from torch import nn
 
 from data_pipeline.geometry import upsampled_affine
 from data_pipeline.intensity import IntensityNorm
-from data_pipeline.nifti import Volume, VolumeError, read_volume, write_volume
+from data_pipeline.nifti import Volume, VolumeError, read_volume, voxel_sizes, write_volume
 from hpo.runtime import pick_device, set_threads
 from models.checkpoint import CONFIG_FILE, load_generator
 from models.inference import sliding_window_superresolve
@@ -27,6 +27,10 @@ from models.inference import sliding_window_superresolve
 
 # How far beyond the input's intensity range a super-resolved voxel may go, as a share of that range.
 OUTPUT_MARGIN = 0.05
+# A scan whose voxel size differs from the training data's LR voxels by more than this share, or
+# whose voxels are more anisotropic than this ratio, gets a warning.
+VOXEL_TOLERANCE = 0.2
+ANISOTROPY_LIMIT = 1.5
 
 
 def plausible_range(lr: np.ndarray, margin: float = OUTPUT_MARGIN) -> tuple[float, float]:
@@ -35,6 +39,26 @@ def plausible_range(lr: np.ndarray, margin: float = OUTPUT_MARGIN) -> tuple[floa
     low, high = float(lr.min()), float(lr.max())
     pad = margin * (high - low)
     return (max(0.0, low - pad) if low >= 0 else low - pad), high + pad
+
+
+def scan_warnings(volume: Volume, meta: dict[str, Any]) -> list[str]:
+    """What to expect when a scan is unlike the model's training data, one line each."""
+    zooms, s = voxel_sizes(volume.affine), meta["scale_factor"]
+    shown = "x".join(f"{z:.3g}" for z in zooms)
+    warnings = []
+    hr_mm = meta.get("config", {}).get("data", {}).get("hr_voxel_mm", 0.0)  # 0 or absent: older checkpoints
+    if hr_mm > 0:
+        trained = hr_mm * s
+        size = float(np.prod(zooms)) ** (1 / 3)
+        if abs(size / trained - 1) > VOXEL_TOLERANCE:
+            warnings.append(
+                f"{volume.source}: {shown} mm voxels, but the model learnt from {trained:.3g} mm LR voxels "
+                f"(x{s} from {hr_mm:.3g} mm): the detail it adds is sized for those; expect blur or artefacts")
+    if zooms.max() / zooms.min() > ANISOTROPY_LIMIT:
+        warnings.append(
+            f"{volume.source}: anisotropic {shown} mm voxels: every axis is upsampled x{s} alike, so the "
+            f"coarsest stays {zooms.max() / zooms.min():.1f} times coarser than the finest")
+    return warnings
 
 
 def superresolve_volume(
@@ -141,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     except VolumeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for warning in scan_warnings(volume, meta):
+        print(f"warning: {warning}", file=sys.stderr)
     s = meta["scale_factor"]
     start = time.perf_counter()
     data, affine, outside = superresolve_volume(

@@ -16,7 +16,7 @@ import torch
 from data_pipeline.dataset import load_pairs, patch_batches, resolve_inputs
 from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm
-from data_pipeline.nifti import VolumeError
+from data_pipeline.nifti import VolumeError, typical_voxel_mm
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.loop import Diverged, Runtime, autocast_dtype, train
 from hpo.runtime import pick_device, set_threads
@@ -59,7 +59,7 @@ def resume_problem(output: Path, config: Config) -> str | None:
         return f"{output} holds no checkpoint ({CONFIG_FILE} and {STATE_FILE}) to continue"
     saved = Config.from_dict(json.loads((output / CONFIG_FILE).read_text())["config"]).flat()
     changed = [f"{k}={saved[k]} (now {v})" for k, v in config.flat().items()
-               if not k.startswith("train.") and saved.get(k) != v]
+               if not k.startswith("train.") and k != "data.hr_voxel_mm" and saved.get(k) != v]
     if changed:
         return f"{output} was trained with {', '.join(changed)}; drop those --set values or pick another --output"
     return None
@@ -83,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config.data
     grid = get_degradation(cfg.degradation).grid
     try:
+        paths = resolve_inputs(args.data)
         train_pairs, val_pairs = load_pairs(
-            resolve_inputs(args.data), cfg.degradation, cfg.scale_factor, cfg.patch_size,
-            IntensityNorm(cfg.intensity_percentile),
+            paths, cfg.degradation, cfg.scale_factor, cfg.patch_size, IntensityNorm(cfg.intensity_percentile),
         )
     except (VolumeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    config = config.override({"data.hr_voxel_mm": typical_voxel_mm(paths)})  # recorded in the checkpoint
     cases = make_cases(val_pairs, cfg.scale_factor)
     floor = baselines(cases, cfg.scale_factor, grid)
     print(f"validation: {', '.join(c.source for c in cases)}; cubic B-spline {floor['cubic']['psnr']:.2f} dB in brain")

@@ -125,3 +125,24 @@ def test_output_stays_in_the_inputs_range_unless_asked(checkpoint, tmp_path, cap
     assert np.array_equal(safe_data[~outside], raw_data[~outside])  # and only those voxels change
     printed = capsys.readouterr().out
     assert f"{outside.mean():.2%} of the generator's voxels beyond the input's range" in printed
+
+
+def test_scans_unlike_the_training_data_get_a_one_line_warning(checkpoint, tmp_path, anatomical, capsys):
+    trained_hr = json.loads((checkpoint / "config.json").read_text())["config"]["data"]["hr_voxel_mm"]
+    zooms = nib.load(anatomical).header.get_zooms()[:3]
+    assert trained_hr == pytest.approx(float(np.prod(zooms)) ** (1 / 3))  # recorded from the training volumes
+    lr_mm = 2 * trained_hr  # what the model learnt from: its LR voxels
+    data = np.clip(blob((21, 18, 15)), 0, 255)
+    cases = {
+        "like.nii.gz": (np.diag([lr_mm, lr_mm, lr_mm, 1.0]), []),
+        "fine.nii.gz": (np.diag([lr_mm / 2, lr_mm / 2, lr_mm / 2, 1.0]), ["mm voxels, but the model learnt from"]),
+        "slabs.nii.gz": (np.diag([lr_mm * 0.8, lr_mm * 0.8, lr_mm * 1.6, 1.0]), ["anisotropic"]),
+    }
+    for name, (affine, expected) in cases.items():
+        source = write_nifti(tmp_path / name, data, affine)
+        assert superresolve.main([str(source), str(tmp_path / f"sr_{name}"), "--checkpoint", str(checkpoint),
+                                  "--no-progress"]) == 0  # a warning, not a refusal
+        warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+        assert len(warnings) == len(expected), (name, warnings)
+        for line, text in zip(warnings, expected):
+            assert text in line and name in line
