@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from hpo.runtime import PROJECT_ROOT
-from hpo.tracking import DEFAULT_EXPERIMENT
+from hpo.tracking import DEFAULT_EXPERIMENT, SEARCH_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -101,6 +101,8 @@ def loopback_node(tmp_path_factory):
     run("usermod", "-p", "*", NODE_USER)  # unlocked for key logins, no password
     run("pkill", "-9", "-u", NODE_USER, check=False)  # what an earlier, interrupted run left
     home = Path(pwd.getpwnam(NODE_USER).pw_dir)
+    # An earlier run's MLflow database goes; its virtual environment stays (minutes to rebuild).
+    shutil.rmtree(home / "mri-sr-mlflow", ignore_errors=True)
     key = tmp_path_factory.mktemp("ssh") / "id_ed25519"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
     (home / ".ssh").mkdir(exist_ok=True)
@@ -169,7 +171,8 @@ def test_ray_up_mlflow_job_promote_ray_down(loopback_node, tmp_path):
         client = MlflowClient(MLFLOW)
         experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
         runs = client.search_runs([experiment.experiment_id])
-        assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId")]) == 2
+        parent = next(r for r in runs if r.data.tags.get(SEARCH_TAG) == "loopback")
+        assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 2
         assert any((shared / "ray" / "loopback").iterdir())
 
         promoted = run(str(VENV_BIN / "python"), "hpo/promote.py", "--tracking-uri", MLFLOW, env=env, log=log)
