@@ -50,6 +50,10 @@ RAY_ENV = {
     # trial that gave up on its workers after the default 60 s left its own request behind, holding
     # the CPUs that its retry then waited for forever.
     "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "900",
+    # Tune hands a trial's process to the next trial (reuse_actors) only once the last trial's
+    # training thread has ended, and fails the next trial if that takes over this long (default
+    # 2 s). Closing a stopped trial's Ray Data stream took longer on 2 busy cores.
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
 }
 
 
