@@ -29,17 +29,21 @@ def _rgb(image: np.ndarray, error: bool) -> np.ndarray:
     return _ERROR_COLOURS[levels] if error else np.repeat(levels[..., None], 3, axis=2)
 
 
-def save_preview(path: str | Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, title: str = "") -> Path:
-    """Rows LR (nearest-neighbour to the HR grid), SR, HR, |SR - HR| x 4; HR normalised to [0, 1]."""
+def save_preview(path: str | Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, title: str = "",
+                 cubic: np.ndarray | None = None) -> Path:
+    """Rows LR (nearest-neighbour to the HR grid), [cubic,] SR, HR, |SR - HR| x 4; HR normalised to [0, 1]."""
     s = hr.shape[0] // lr.shape[0]
     lr_big = lr.repeat(s, 0).repeat(s, 1).repeat(s, 2)[: hr.shape[0], : hr.shape[1], : hr.shape[2]]
     weights = np.argwhere(hr > 0.2 * hr.max())
     centre = tuple(int(c) for c in (weights.mean(0) if len(weights) else np.array(hr.shape) // 2))
-    volumes = (lr_big, sr, hr, np.abs(sr - hr) * 4)
-    tiles = [[_rgb(image, error=r == 3) for image in _slices(v, centre)] for r, v in enumerate(volumes)]
+    rows = dict(zip(ROWS, (lr_big, sr, hr, np.abs(sr - hr) * 4)))
+    if cubic is not None:
+        rows = {"LR": lr_big, "cubic": cubic, **{k: v for k, v in rows.items() if k != "LR"}}
+    error_row = len(rows) - 1
+    tiles = [[_rgb(image, error=r == error_row) for image in _slices(v, centre)] for r, v in enumerate(rows.values())]
     widths = [max(row[c].shape[1] for row in tiles) * ZOOM for c in range(3)]
     heights = [max(t.shape[0] for t in row) * ZOOM for row in tiles]
-    canvas = np.full((TITLE_HEIGHT + sum(heights) + GAP * 4, LABEL_WIDTH + sum(widths) + GAP * 3, 3), 255, np.uint8)
+    canvas = np.full((TITLE_HEIGHT + sum(heights) + GAP * len(rows), LABEL_WIDTH + sum(widths) + GAP * 3, 3), 255, np.uint8)
     top = TITLE_HEIGHT
     for r, row in enumerate(tiles):
         left = LABEL_WIDTH
@@ -52,7 +56,7 @@ def save_preview(path: str | Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarra
     draw = ImageDraw.Draw(picture)
     draw.text((4, 3), f"{title}    ({', '.join(PLANES)})", fill=(0, 0, 0))
     top = TITLE_HEIGHT
-    for name, height in zip(ROWS, heights):
+    for name, height in zip(rows, heights):
         draw.text((4, top + height // 2 - 5), name, fill=(0, 0, 0))
         top += height + GAP
     picture.save(path, optimize=False)

@@ -1,0 +1,190 @@
+"""Score a generator on your own high-resolution scans: `python hpo/evaluate.py MODEL --data HR...`.
+
+MODEL is a checkpoint folder (hpo/train.py's output, a trial's folder) or an MLflow model URI
+(models:/mri-sr-generator@champion). Each HR volume is degraded as in training (`--degradation`,
+by default the model's; PROTOCOL.md's grid conventions), super-resolved, and scored against
+nearest, linear and cubic B-spline interpolation of the same LR input: PSNR and SSIM over the
+whole volume and inside the brain (a mask file per volume with `--masks`, else the project's one
+brain threshold on the HR volume). A table on stdout, per volume and the mean; `--csv`/`--json`
+write it, `--figure` draws LR, cubic, SR, HR and the error in three planes for the first volume,
+`--mlflow-run RUN_ID` logs the means (`eval/...`) and the figure into a run. A volume that cannot
+be used is reported on one line, skipped and counted.
+"""
+
+import argparse
+import csv
+import gzip
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from data_pipeline.dataset import make_pair, min_shape_for, resolve_inputs
+from data_pipeline.degrade import DEGRADATIONS, crop_to_multiple, get_degradation
+from data_pipeline.intensity import IntensityNorm
+from data_pipeline.interpolate import interpolate
+from data_pipeline.nifti import VolumeError, read_bytes, read_volume
+from hpo.preview import save_preview
+from hpo.runtime import pick_device, set_threads
+from hpo.superresolve import fetch_model, find_checkpoint
+from hpo.validation import ValidationCase, make_cases, score
+from models.checkpoint import load_generator
+from models.inference import sliding_window_superresolve
+from models.metrics import ssim
+
+METHODS = ("nearest", "linear", "cubic")
+COLUMNS = ("psnr_brain", "psnr_volume", "ssim_brain", "ssim_volume")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a checkpoint folder, or an MLflow model URI (models:/NAME@ALIAS, runs:/...)")
+    p.add_argument("--data", nargs="+", required=True, help="HR NIfTI files, folders or s3:// prefixes")
+    p.add_argument("--masks", nargs="+", help="a brain mask per volume, in the order of --data's files")
+    p.add_argument("--degradation", choices=sorted(DEGRADATIONS), help="default: the one the model was trained with")
+    p.add_argument("--csv", type=Path, help="write the table as CSV")
+    p.add_argument("--json", type=Path, help="write the table and the means as JSON")
+    p.add_argument("--figure", type=Path, help="PNG: LR, cubic, SR, HR, error for the first volume")
+    p.add_argument("--mlflow-run", help="log the means and the figure into this MLflow run")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project's store)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:1")
+    return p.parse_args(argv)
+
+
+def scores_of(sr: np.ndarray, case: ValidationCase) -> dict[str, float]:
+    """The validation metrics of one SR of the whole case, plus SSIM over the whole volume."""
+    brain = score(sr, case)
+    sr_t = torch.from_numpy(np.ascontiguousarray(sr[case.crop] / case.hr_max, dtype=np.float32))
+    whole_ssim = ssim(sr_t, torch.from_numpy(case.hr.astype(np.float32)))
+    return {"psnr_brain": brain["psnr"], "psnr_volume": brain["psnr_whole"], "ssim_brain": brain["ssim"],
+            "ssim_volume": whole_ssim}
+
+
+def read_mask(path: str) -> np.ndarray:
+    """A brain mask: any 3D NIfTI, true where its voxels are above 0."""
+    try:
+        content = read_bytes(path)
+        img = nib.Nifti1Image.from_bytes(gzip.decompress(content) if content[:2] == b"\x1f\x8b" else content)
+        data = np.asarray(img.dataobj)
+    except Exception as err:  # whatever nibabel or gzip raise: one line naming the file
+        raise VolumeError(path, f"cannot be read as a NIfTI mask ({type(err).__name__}: {err})".splitlines()[0]) from None
+    if data.ndim != 3:
+        raise VolumeError(path, f"a mask needs 3 dimensions, this has {data.ndim}")
+    return data > 0
+
+
+def evaluate_volume(generator, meta: dict, path: str, mask_path: str | None, degradation: str,
+                    device: torch.device) -> tuple[dict[str, dict[str, float]], tuple]:
+    """{method: scores} for one HR volume, and what its figure needs."""
+    s, grid = meta["scale_factor"], meta["grid"]
+    volume = read_volume(path, min_shape=min_shape_for(s, 4))
+    case = make_cases([make_pair(volume, "whole", degradation, s, IntensityNorm(**meta["intensity"]))], s)[0]
+    if mask_path is not None:
+        mask = crop_to_multiple(read_mask(mask_path), s)
+        if mask.shape != case.hr.shape:
+            raise VolumeError(mask_path, f"mask of {mask.shape} voxels for a volume of {case.hr.shape}")
+        if not mask.any():
+            raise VolumeError(mask_path, "empty mask")
+        case = replace(case, mask=mask)
+    rows = {method: scores_of(interpolate(case.lr, s, grid, method), case) for method in METHODS}
+    start = time.perf_counter()
+    with torch.no_grad():
+        sr = sliding_window_superresolve(
+            generator.to(device), torch.from_numpy(case.lr)[None, None], s, grid, device=device,
+            autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        )[0, 0].numpy()
+    rows["generator"] = {**scores_of(sr, case), "seconds": time.perf_counter() - start}
+    cubic = interpolate(case.lr, s, grid, "cubic")
+    # The whole volume is the region: the LR input has no context around it to crop away.
+    return rows, (case.lr / case.hr_max, cubic[case.crop] / case.hr_max, sr[case.crop] / case.hr_max, case.hr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    set_threads()
+    with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
+        try:
+            local = Path(args.model) if "://" not in args.model else fetch_model(args.model, Path(tmp), args.tracking_uri)
+            generator, meta = load_generator(find_checkpoint(local), map_location="cpu")
+        except Exception as err:  # any failure to obtain a model is reported on one line
+            print(f"error: cannot load the model {args.model}: {err}".splitlines()[0], file=sys.stderr)
+            return 2
+    degradation = args.degradation or meta["degradation"]
+    if get_degradation(degradation).grid != meta["grid"]:
+        print(f"error: --degradation {degradation} puts LR voxels on the {get_degradation(degradation).grid} grid; "
+              f"the model was trained for the {meta['grid']} grid ({meta['degradation']})", file=sys.stderr)
+        return 2
+    try:
+        paths = resolve_inputs(args.data)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.masks and len(args.masks) != len(paths):
+        print(f"error: --masks: {len(args.masks)} masks for {len(paths)} volumes", file=sys.stderr)
+        return 2
+
+    table, skipped, figure = [], 0, None
+    for i, path in enumerate(paths):
+        try:
+            rows, pictures = evaluate_volume(generator, meta, path, args.masks[i] if args.masks else None,
+                                             degradation, device)
+        except VolumeError as err:
+            print(f"skipped {err}", file=sys.stderr)
+            skipped += 1
+            continue
+        figure = figure or pictures
+        table += [{"volume": path, "method": method, **row} for method, row in rows.items()]
+    if not table:
+        print(f"error: no usable volume among {len(paths)}", file=sys.stderr)
+        return 2
+
+    methods = [*METHODS, "generator"]
+    means = {m: {c: float(np.mean([r[c] for r in table if r["method"] == m])) for c in COLUMNS} for m in methods}
+    print(f"{meta['degradation']} x{meta['scale_factor']} -> {degradation} degradation, {len(paths) - skipped} volume(s)"
+          + (f", {skipped} skipped" if skipped else ""))
+    print(f"{'volume':<40} {'method':<10} {'PSNR brain':>10} {'PSNR vol.':>10} {'SSIM brain':>10} {'SSIM vol.':>10}")
+    for row in table + [{"volume": "mean", "method": m, **means[m]} for m in methods]:
+        name = Path(row["volume"]).name if row["volume"] != "mean" else "mean"
+        print(f"{name[-40:]:<40} {row['method']:<10} {row['psnr_brain']:>10.2f} {row['psnr_volume']:>10.2f} "
+              f"{row['ssim_brain']:>10.4f} {row['ssim_volume']:>10.4f}")
+    gain = means["generator"]["psnr_brain"] - means["cubic"]["psnr_brain"]
+    print(f"generator against cubic B-spline, PSNR in brain: {gain:+.2f} dB")
+
+    if args.csv:
+        with args.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["volume", "method", *COLUMNS])
+            writer.writeheader()
+            writer.writerows({k: row[k] for k in writer.fieldnames} for row in table)
+    if args.json:
+        args.json.write_text(json.dumps({"rows": table, "mean": means, "skipped": skipped}, indent=2))
+    if args.figure and figure is not None:
+        lr, cubic, sr, hr = figure
+        save_preview(args.figure, lr, sr, hr, f"{Path(table[0]['volume']).name}: {gain:+.2f} dB over cubic", cubic=cubic)
+    if args.mlflow_run:
+        log_to_mlflow(args, means, skipped)
+    return 0
+
+
+def log_to_mlflow(args: argparse.Namespace, means: dict[str, dict[str, float]], skipped: int) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from hpo.tracking import tracking_uri
+
+    client = MlflowClient(tracking_uri(args.tracking_uri))
+    for method, row in means.items():
+        for column, value in row.items():
+            client.log_metric(args.mlflow_run, f"eval/{method}/{column}", value)
+    client.log_metric(args.mlflow_run, "eval/volumes_skipped", skipped)
+    if args.figure and args.figure.is_file():
+        client.log_artifact(args.mlflow_run, str(args.figure), artifact_path="evaluation")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
