@@ -25,7 +25,7 @@ NAME ?= search-$(shell date +%Y%m%d-%H%M%S)
 SCAN = "$$($(PY) -c 'import nibabel.testing as t; print(t.data_path)')/anatomical.nii"
 run: $(STAMP)
 	$(PY) hpo/search.py --name $(NAME) $(SEARCH_FLAGS)
-	$(PY) hpo/promote.py
+	$(PY) hpo/promote.py --search $(NAME)
 	mkdir -p $(RUN_DIR)
 	$(PY) hpo/superresolve.py $(SCAN) $(RUN_DIR)/anatomical_x2.nii.gz --model models:/mri-sr-generator@champion
 

@@ -1,61 +1,88 @@
-"""Promote the best generator of an experiment: `python hpo/promote.py [--experiment NAME]`.
+"""Promote a search's best generator if it beats the champion: `python hpo/promote.py [--search NAME]`.
 
-Registers the generator of the child run with the highest `val/psnr` (or `--run-id`) as a version
-of a registered model (default `mri-sr-generator`) and points the alias `champion` at it. Running
-it again is safe: a run already registered keeps its version.
+Takes the child run with the highest `val/psnr` of one search (`--search NAME`; by default the
+latest search of the experiment; or `--run-id`), registers its generator as a version of a
+registered model (default `mri-sr-generator`; a run already registered keeps its version), and
+scores it and the current `@champion` on the same data: the whole held-out regions of that
+search's data, rebuilt here as the search split them. The alias moves only when the challenger
+scores higher (`--force` moves it regardless). Both scores go on the new version (tags and
+description). Running it again changes nothing.
 """
 
 import argparse
+import json
 import sys
+import tempfile
+from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from hpo.tracking import DEFAULT_EXPERIMENT, MODEL_URI_TAG, PARENT_TAG, tracking_uri
-from hpo.validation import METRIC
+from data_pipeline.dataset import min_shape_for
+from data_pipeline.nifti import VolumeError
+from hpo.config import Config
+from hpo.superresolve import fetch_model
+from hpo.tracking import DATA_PARAM, DEFAULT_EXPERIMENT, MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, tracking_uri
+from hpo.validation import METRIC, Validator, held_out_cases
+from models.checkpoint import load_generator
 
 DEFAULT_MODEL_NAME = "mri-sr-generator"
 DEFAULT_ALIAS = "champion"
+SCORE_TAG = "mri_sr.heldout_psnr"  # on a version: its PSNR in brain on the held-out regions it was judged on
+JUDGED_ON_TAG = "mri_sr.judged_on"  # on a version: which search's held-out regions
 
 
-def best_run(client: MlflowClient, experiment: str, run_id: str | None = None):
-    if run_id is not None:
-        run = client.get_run(run_id)
-        if MODEL_URI_TAG not in run.data.tags:
-            raise LookupError(f"run {run_id} has no logged generator")
-        return run
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise LookupError(f"no MLflow experiment named {experiment!r}")
+def find_search(client: MlflowClient, experiment_id: str, search: str | None):
+    """The parent run of search `search`, or the latest search of the experiment."""
+    query = f"tags.`{SEARCH_TAG}` = '{search}'" if search else f"tags.`{SEARCH_TAG}` != ''"
+    found = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        raise LookupError(f"no search named {search!r}" if search else "no search in this experiment yet")
+    return found[0]
+
+
+def best_run(client: MlflowClient, experiment_id: str, parent_run_id: str):
     runs = client.search_runs(
-        [found.experiment_id],
-        filter_string=f"tags.`{MODEL_URI_TAG}` != '' and tags.`{PARENT_TAG}` != ''",
+        [experiment_id],
+        filter_string=f"tags.`{MODEL_URI_TAG}` != '' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
         order_by=[f"metrics.`{METRIC}` DESC"],
         max_results=1,
     )
     if not runs:
-        raise LookupError(f"experiment {experiment!r} has no trial with a logged generator yet")
+        raise LookupError("the search has no trial with a logged generator yet")
     return runs[0]
 
 
-def promote(client: MlflowClient, run, name: str, alias: str) -> tuple[str, str]:
-    """(version, models:/ URI); registers the run's generator unless it is already a version."""
+def register(client: MlflowClient, run, name: str) -> str:
+    """The run's generator as a version of `name`: the existing one, or a new one."""
     existing = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run.info.run_id]
     if existing:
-        version = existing[0].version
-    else:
-        version = mlflow.register_model(run.data.tags[MODEL_URI_TAG], name).version
-    client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, METRIC, str(run.data.metrics.get(METRIC)))
-    return str(version), f"models:/{name}@{alias}"
+        return str(existing[0].version)
+    return str(mlflow.register_model(run.data.tags[MODEL_URI_TAG], name).version)
+
+
+def held_out_score(uri: str, search_run, tracking: str, cases_for: dict) -> tuple[float, dict]:
+    """PSNR in brain of the model at `uri` on the whole held-out regions of `search_run`'s data."""
+    with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
+        generator, meta = load_generator(fetch_model(uri, Path(tmp), tracking))
+    config = Config.from_dict(meta["config"]).data
+    key = (config.degradation, config.scale_factor, config.intensity_percentile, config.patch_size)
+    if key not in cases_for:
+        data = json.loads(search_run.data.params.get(DATA_PARAM, "[]")) or None
+        cases_for[key] = held_out_cases(data, config.degradation, config.scale_factor, config.intensity_percentile,
+                                        min_shape_for(config.scale_factor, config.patch_size))
+    scores = Validator(cases_for[key], meta["scale_factor"], meta["grid"])(generator)
+    return scores[METRIC], meta
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment of the search")
-    parser.add_argument("--run-id", help="promote this child run instead of the best one")
+    parser.add_argument("--search", help="the search (its --name) whose best trial challenges (default: the latest)")
+    parser.add_argument("--run-id", help="challenge with this child run instead of the search's best")
+    parser.add_argument("--force", action="store_true", help="move the alias even if the challenger scores lower")
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="registered model name")
-    parser.add_argument("--alias", default=DEFAULT_ALIAS, help="alias to point at the new version")
+    parser.add_argument("--alias", default=DEFAULT_ALIAS, help="alias to point at the winner")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or the project's store)")
     args = parser.parse_args(argv)
     uri = tracking_uri(args.tracking_uri)
@@ -63,13 +90,54 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_registry_uri(uri)
     client = MlflowClient(uri)
     try:
-        run = best_run(client, args.experiment, args.run_id)
-    except (LookupError, mlflow.exceptions.MlflowException) as err:
+        experiment = client.get_experiment_by_name(args.experiment)
+        if experiment is None:
+            raise LookupError(f"no MLflow experiment named {args.experiment!r}")
+        if args.run_id:
+            run = client.get_run(args.run_id)
+            if MODEL_URI_TAG not in run.data.tags:
+                raise LookupError(f"run {args.run_id} has no logged generator")
+            search_run = client.get_run(run.data.tags[PARENT_TAG])
+        else:
+            search_run = find_search(client, experiment.experiment_id, args.search)
+            run = best_run(client, experiment.experiment_id, search_run.info.run_id)
+        version = register(client, run, args.name)
+        try:
+            champion = client.get_model_version_by_alias(args.name, args.alias)
+        except mlflow.exceptions.MlflowException:
+            champion = None
+        search_name = search_run.data.tags.get(SEARCH_TAG, search_run.info.run_id)
+        model_uri = f"models:/{args.name}@{args.alias}"
+        if champion is not None and str(champion.version) == version:
+            print(f"{args.name} version {version} (run {run.info.run_id}) is already {model_uri}; nothing to do")
+            return 0
+        cases: dict = {}
+        score, meta = held_out_score(f"models:/{args.name}/{version}", search_run, args.tracking_uri, cases)
+        verdict, promote = f"no {args.alias} yet", True
+        description = f"{METRIC} {score:.2f} dB in brain on the whole held-out regions of search {search_name}"
+        if champion is not None:
+            incumbent, incumbent_meta = held_out_score(f"models:/{args.name}/{champion.version}", search_run,
+                                                        args.tracking_uri, cases)
+            comparable = (incumbent_meta["grid"], incumbent_meta["scale_factor"]) == (meta["grid"], meta["scale_factor"])
+            promote = args.force or (comparable and score > incumbent)
+            verdict = f"{args.alias} version {champion.version}: {incumbent:.2f} dB" + ("" if comparable else
+                      f" (x{incumbent_meta['scale_factor']}, {incumbent_meta['grid']} grid: not comparable)")
+            description += f"; against {verdict}"
+    except (LookupError, VolumeError, FileNotFoundError, mlflow.exceptions.MlflowException) as err:
         print(f"error: {err}".splitlines()[0], file=sys.stderr)
         return 2
-    version, model_uri = promote(client, run, args.name, args.alias)
-    print(f"promoted run {run.info.run_id} ({METRIC} {run.data.metrics.get(METRIC, float('nan')):.2f} dB) "
-          f"as {args.name} version {version}: {model_uri}")
+    client.set_model_version_tag(args.name, version, SCORE_TAG, f"{score:.4f}")
+    client.set_model_version_tag(args.name, version, JUDGED_ON_TAG, search_name)
+    client.set_model_version_tag(args.name, version, METRIC, str(run.data.metrics.get(METRIC)))
+    client.update_model_version(args.name, version, description=description)
+    if not promote:
+        print(f"kept {model_uri}: the challenger, version {version} of run {run.info.run_id}, scored {score:.2f} dB "
+              f"in brain on search {search_name}'s held-out regions against {verdict}; --force promotes it anyway")
+        return 0
+    client.set_registered_model_alias(args.name, args.alias, version)
+    print(f"promoted run {run.info.run_id} as {args.name} version {version}: {model_uri} "
+          f"({score:.2f} dB in brain on search {search_name}'s held-out regions; {verdict}"
+          + ("; forced" if args.force and champion is not None else "") + ")")
     print(f"use it: python hpo/superresolve.py IN.nii.gz OUT.nii.gz --model {model_uri}"
           + (f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""))
     return 0

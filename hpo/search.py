@@ -8,6 +8,7 @@ cluster that `RAY_ADDRESS` names. `--resume` continues an interrupted search.
 
 import argparse
 import functools
+import json
 import math
 import os
 import sys
@@ -35,7 +36,7 @@ from hpo.resources import ResourceError, nodes_to_plan_for, plan_resources
 from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import numbered_space, searched_keys
 from hpo.tracking import (
-    DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, remove_lost_trials, runs_page,
+    DATA_PARAM, DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, remove_lost_trials, runs_page,
     storage_filesystem, tracking_uri,
 )
 from hpo.trial import DIVERGED, TRIAL_INDEX, TrialSetup, checkpoint_path, run_trial
@@ -250,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         "gpus_per_worker": prepared.setup.gpus_per_worker, "steps_per_trial": config.train.max_steps,
         "eval_every": config.train.eval_every, "seed": args.seed,
         "volumes_usable": prepared.volumes_usable, "volumes_skipped": prepared.volumes_skipped,
+        # What promote.py rebuilds the held-out regions from ([]: the embedded template).
+        DATA_PARAM: json.dumps(args.data or []),
     })
     # The parent run ends FINISHED, FAILED or KILLED, never left RUNNING by an error or Ctrl-C.
     status = "FAILED"

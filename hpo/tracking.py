@@ -36,6 +36,7 @@ DEFAULT_EXPERIMENT = "mri-sr-search"
 GENERATOR_ARTIFACT = "generator"
 PARENT_TAG = "mlflow.parentRunId"
 SEARCH_TAG = "mri_sr.search"  # on the parent run: the search's name
+DATA_PARAM = "data"  # on the parent run: the search's --data as a JSON list ([]: the embedded template)
 TRIAL_TAG = "mri_sr.trial_id"  # on a child run: the Ray Tune trial id
 MODEL_URI_TAG = "mri_sr.generator_uri"
 DIVERGED_TAG = "mri_sr.diverged"  # on a child run whose loss became non-finite: at which step

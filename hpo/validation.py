@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from data_pipeline.dataset import VolumePair
+from data_pipeline.dataset import VolumePair, make_pair, plan_split, resolve_inputs
+from data_pipeline.intensity import IntensityNorm
+from data_pipeline.nifti import VolumeError, read_volume
 from data_pipeline.interpolate import ORDERS, interpolate
 from models.inference import sliding_window_superresolve
 from models.metrics import psnr, ssim
@@ -43,6 +45,27 @@ class ValidationCase:
 def make_cases(pairs: list[VolumePair], scale_factor: int) -> list[ValidationCase]:
     """One case per pair: its whole validation region."""
     return [_case(pair, pair.region, pair.source, scale_factor) for pair in pairs]
+
+
+def held_out_cases(
+    data: list[str] | None, degradation: str, scale_factor: int, percentile: float,
+    min_shape: tuple[int, int, int] | None = None,
+) -> list[ValidationCase]:
+    """The whole held-out regions of a data set (`--data` as the search got it; None: the embedded
+    template), split as the search splits it. Unusable volumes are left out, as the search left them."""
+    usable = []
+    for path in resolve_inputs(data):
+        try:
+            read_volume(path, min_shape)
+            usable.append(path)
+        except VolumeError:
+            continue
+    if not usable:
+        raise VolumeError(", ".join(data or ["the embedded template"]), "no usable volume")
+    _, val_items = plan_split(usable)
+    norm = IntensityNorm(percentile)
+    pairs = [make_pair(read_volume(item.path), item.part, degradation, scale_factor, norm) for item in val_items]
+    return make_cases(pairs, scale_factor)
 
 
 def make_block_cases(
