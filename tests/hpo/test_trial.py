@@ -61,9 +61,14 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tmp_path,
     fit = threading.Thread(target=lambda: results.append(tuner(setup, tmp_path, "kill").fit()))
     fit.start()
     deadline = time.time() + 300
-    # A second checkpoint folder means the first one has been written and registered.
-    while time.time() < deadline and len(list(tmp_path.rglob("checkpoint_*"))) < 2:
+    # Two complete checkpoints of this trial's kind (Tune's for one worker, Ray Train's for
+    # several), then a few of Train's polls (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S is 0.5 s here): Ray
+    # Train registers a checkpoint only when its controller has polled every rank's report, and
+    # checkpoints came 0.4 s apart, so a kill right after the second found none registered.
+    where = tmp_path / ("kill" if workers == 1 else "train")
+    while time.time() < deadline and len([c for c in where.rglob("checkpoint_*") if (c / "state.pt").is_file()]) < 2:
         time.sleep(0.2)
+    time.sleep(2.0)
     pids = trainer_pids(workers)
     assert len(pids) == workers, "training ended before a worker could be killed"
     os.kill(pids[-1], signal.SIGKILL)
