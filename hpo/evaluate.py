@@ -16,7 +16,6 @@ import csv
 import gzip
 import json
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,9 +31,8 @@ from data_pipeline.interpolate import interpolate
 from data_pipeline.nifti import VolumeError, read_bytes, read_volume
 from hpo.preview import save_preview
 from hpo.runtime import pick_device, set_threads
-from hpo.superresolve import fetch_model, find_checkpoint
+from hpo.superresolve import load_model
 from hpo.validation import ValidationCase, make_cases, score
-from models.checkpoint import load_generator
 from models.inference import sliding_window_superresolve
 from models.metrics import ssim
 
@@ -92,7 +90,8 @@ def evaluate_volume(generator, meta: dict, path: str, mask_path: str | None, deg
         if not mask.any():
             raise VolumeError(mask_path, "empty mask")
         case = replace(case, mask=mask)
-    rows = {method: scores_of(interpolate(case.lr, s, grid, method), case) for method in METHODS}
+    interpolated = {method: interpolate(case.lr, s, grid, method) for method in METHODS}
+    rows = {method: scores_of(image, case) for method, image in interpolated.items()}
     start = time.perf_counter()
     with torch.no_grad():
         sr = sliding_window_superresolve(
@@ -100,7 +99,7 @@ def evaluate_volume(generator, meta: dict, path: str, mask_path: str | None, deg
             autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
         )[0, 0].numpy()
     rows["generator"] = {**scores_of(sr, case), "seconds": time.perf_counter() - start}
-    cubic = interpolate(case.lr, s, grid, "cubic")
+    cubic = interpolated["cubic"]
     # The whole volume is the region: the LR input has no context around it to crop away.
     return rows, (case.lr / case.hr_max, cubic[case.crop] / case.hr_max, sr[case.crop] / case.hr_max, case.hr)
 
@@ -109,13 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = pick_device(args.device)
     set_threads()
-    with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
-        try:
-            local = Path(args.model) if "://" not in args.model else fetch_model(args.model, Path(tmp), args.tracking_uri)
-            generator, meta = load_generator(find_checkpoint(local), map_location="cpu")
-        except Exception as err:  # any failure to obtain a model is reported on one line
-            print(f"error: cannot load the model {args.model}: {err}".splitlines()[0], file=sys.stderr)
-            return 2
+    try:
+        generator, meta = load_model(args.model, args.tracking_uri)
+    except Exception as err:  # any failure to obtain a model is reported on one line
+        print(f"error: cannot load the model {args.model}: {err}".splitlines()[0], file=sys.stderr)
+        return 2
     degradation = args.degradation or meta["degradation"]
     if get_degradation(degradation).grid != meta["grid"]:
         print(f"error: --degradation {degradation} puts LR voxels on the {get_degradation(degradation).grid} grid; "

@@ -12,8 +12,6 @@ description). Running it again changes nothing.
 import argparse
 import json
 import sys
-import tempfile
-from pathlib import Path
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -21,10 +19,9 @@ from mlflow.tracking import MlflowClient
 from data_pipeline.dataset import min_shape_for
 from data_pipeline.nifti import VolumeError
 from hpo.config import Config
-from hpo.superresolve import fetch_model
+from hpo.superresolve import load_model
 from hpo.tracking import DATA_PARAM, DEFAULT_EXPERIMENT, MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, tracking_uri
 from hpo.validation import METRIC, Validator, held_out_cases
-from models.checkpoint import load_generator
 
 DEFAULT_MODEL_NAME = "mri-sr-generator"
 DEFAULT_ALIAS = "champion"
@@ -63,8 +60,7 @@ def register(client: MlflowClient, run, name: str) -> str:
 
 def held_out_score(uri: str, search_run, tracking: str, cases_for: dict) -> tuple[float, dict]:
     """PSNR in brain of the model at `uri` on the whole held-out regions of `search_run`'s data."""
-    with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
-        generator, meta = load_generator(fetch_model(uri, Path(tmp), tracking))
+    generator, meta = load_model(uri, tracking)
     config = Config.from_dict(meta["config"]).data
     key = (config.degradation, config.scale_factor, config.intensity_percentile, config.patch_size)
     if key not in cases_for:

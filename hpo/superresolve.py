@@ -127,6 +127,14 @@ def fetch_model(uri: str, into: Path, tracking: str | None = None) -> Path:
     return find_checkpoint(Path(local))
 
 
+def load_model(source: str | Path, tracking: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """(generator, checkpoint meta) from a checkpoint folder or an MLflow model URI (models:/, runs:/)."""
+    with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
+        uri = str(source).startswith(("models:/", "runs:/")) or "://" in str(source)
+        local = fetch_model(str(source), Path(tmp), tracking) if uri else find_checkpoint(Path(source))
+        return load_generator(local, map_location="cpu")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", type=Path, help="low-resolution NIfTI volume (.nii or .nii.gz)")
@@ -153,13 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = pick_device(args.device)
     set_threads()
-    with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
-        try:
-            checkpoint = args.checkpoint if args.checkpoint else fetch_model(args.model, Path(tmp), args.tracking_uri)
-            generator, meta = load_generator(find_checkpoint(Path(checkpoint)), map_location="cpu")
-        except Exception as err:  # any failure to obtain a model is reported on one line
-            print(f"error: cannot load the model: {err}".splitlines()[0], file=sys.stderr)
-            return 2
+    try:
+        generator, meta = load_model(args.checkpoint or args.model, args.tracking_uri)
+    except Exception as err:  # any failure to obtain a model is reported on one line
+        print(f"error: cannot load the model: {err}".splitlines()[0], file=sys.stderr)
+        return 2
     try:
         volume = read_volume(args.input)
     except VolumeError as err:

@@ -54,6 +54,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_answered(url: str, server: subprocess.Popen, seconds: float) -> None:
+    """Until `url` answers; a server that exits or stays silent is killed and fails the test."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError(f"{server.args[0]} did not answer at {url}") from None
+            time.sleep(0.3)
+
+
 @pytest.fixture(scope="session")
 def aws_server():
     """moto's AWS-compatible server on loopback (AWS itself cannot run here), and the environment
@@ -62,16 +76,7 @@ def aws_server():
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2)
-            break
-        except OSError:
-            if time.time() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("moto_server did not start") from None
-            time.sleep(0.3)
+    wait_until_answered(f"{endpoint}/moto-api/", server, 60)
     yield {
         "AWS_ENDPOINT_URL": endpoint, "MLFLOW_S3_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
@@ -17,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from hpo.runtime import PROJECT_ROOT
 from hpo.tracking import DEFAULT_EXPERIMENT, PARENT_TAG, SEARCH_TAG, TRIAL_TAG
-from tests.conftest import aws_client, free_port
+from tests.conftest import aws_client, free_port, wait_until_answered
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +45,7 @@ def mlflow_server(aws_server, bucket, tmp_path):
          "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
-        except OSError:
-            assert time.time() < deadline and server.poll() is None, "the MLflow server did not start"
-            time.sleep(0.5)
+    wait_until_answered(f"{uri}/health", server, 120)
     yield uri
     os.killpg(server.pid, signal.SIGTERM)
     server.wait(timeout=30)
