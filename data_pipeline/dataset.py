@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from data_pipeline.augment import Augment
 from data_pipeline.default_data import default_volume_paths
 from data_pipeline.degrade import crop_to_multiple, get_degradation
 from data_pipeline.intensity import IntensityNorm
@@ -163,6 +164,8 @@ def patch_batches(
     batch_size: int,
     seed: int,
     foreground_fraction: float = 0.9,
+    augment: Augment | None = None,
+    grid: str = "corner",
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """An endless stream of (B, 1, p, p, p) LR and (B, 1, sp, sp, sp) HR batches from the training regions."""
     samplers = [
@@ -171,7 +174,7 @@ def patch_batches(
     rng = np.random.default_rng(seed)
     while True:
         counts = np.bincount(rng.integers(len(samplers), size=batch_size), minlength=len(samplers))
-        parts = [sampler.sample(int(n), rng) for sampler, n in zip(samplers, counts) if n]
+        parts = [sampler.sample(int(n), rng, augment, grid) for sampler, n in zip(samplers, counts) if n]
         yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -184,6 +187,7 @@ class PatchSpec:
     patch_size: int
     foreground_fraction: float
     intensity_percentile: float
+    augment: Augment = Augment()
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,9 @@ def sampler_for(path: str, part: Part, spec: PatchSpec) -> PatchSampler:
 
 def cut_chunk(chunk: Chunk, spec: PatchSpec) -> tuple[np.ndarray, np.ndarray]:
     """(count, 1, p, p, p) LR and (count, 1, sp, sp, sp) HR patches of one chunk."""
-    return sampler_for(chunk.path, chunk.part, spec).sample(chunk.count, np.random.default_rng(chunk.seed))
+    return sampler_for(chunk.path, chunk.part, spec).sample(
+        chunk.count, np.random.default_rng(chunk.seed), spec.augment, get_degradation(spec.degradation).grid
+    )
 
 
 def chunk_batches(

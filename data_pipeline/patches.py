@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from data_pipeline.augment import Augment
+
 Region = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # LR [start, stop) per axis
 
 
@@ -49,10 +51,32 @@ class PatchSampler:
         anywhere = rng.integers(self.lo, self.hi + 1, size=(count, 3))
         return np.where(on_brain[:, None], np.clip(picked, self.lo, self.hi), anywhere)
 
-    def sample(self, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(count, 1, p, p, p) LR and (count, 1, sp, sp, sp) HR float32 patches."""
+    def sample(
+        self, count: int, rng: np.random.Generator, augment: Augment | None = None, grid: str = "corner"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(count, 1, p, p, p) LR and (count, 1, sp, sp, sp) HR float32 patches, augmented if asked.
+
+        `grid`, the degradation's convention, matters only to flips (data_pipeline/augment.py).
+        """
         s, p = self.s, self.p
         corners = self.corners(count, rng)
-        lr = np.stack([self.lr[x : x + p, y : y + p, z : z + p] for x, y, z in corners])
-        hr = np.stack([self.hr[s * x : s * (x + p), s * y : s * (y + p), s * z : s * (z + p)] for x, y, z in corners])
-        return lr[:, None].astype(np.float32, copy=False), hr[:, None].astype(np.float32, copy=False)
+        if not augment:
+            lr = np.stack([self.lr[x : x + p, y : y + p, z : z + p] for x, y, z in corners])
+            hr = np.stack([self.hr[s * x : s * (x + p), s * y : s * (y + p), s * z : s * (z + p)] for x, y, z in corners])
+            return lr[:, None].astype(np.float32, copy=False), hr[:, None].astype(np.float32, copy=False)
+        flips, orders = augment.orientations(count, rng)
+        # Corner grid: a flipped HR patch starts s-1 voxels early, which an LR corner at 0 cannot give.
+        shift = s - 1 if grid == "corner" else 0
+        flips &= (corners >= 1) | (shift == 0)
+        lrs, hrs = [], []
+        for corner, flip, order in zip(corners, flips, orders):
+            lr_cut = tuple(slice(a + p - 1, a - 1 if a else None, -1) if f else slice(a, a + p) for a, f in zip(corner, flip))
+            hr_cut = tuple(
+                slice(s * (a + p) - shift - 1, s * a - shift - 1 if s * a - shift else None, -1) if f
+                else slice(s * a, s * (a + p))
+                for a, f in zip(corner, flip)
+            )
+            lrs.append(self.lr[lr_cut].transpose(order))
+            hrs.append(self.hr[hr_cut].transpose(order))
+        lr, hr = np.stack(lrs)[:, None].astype(np.float32), np.stack(hrs)[:, None].astype(np.float32)
+        return augment.intensities(lr, hr, rng)

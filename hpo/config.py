@@ -7,6 +7,7 @@ Searched settings (everything here) and infrastructure settings (workers, GPUs, 
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
+from data_pipeline.augment import Augment
 from data_pipeline.dataset import PatchSpec
 from data_pipeline.degrade import DEGRADATIONS
 from models.generator import SKIPS
@@ -24,10 +25,18 @@ class DataConfig:
     # The training volumes' typical voxel size, recorded by hpo/train.py and the search (0: unknown):
     # hpo/superresolve.py warns when a scan's LR voxels differ much from hr_voxel_mm x scale_factor.
     hr_voxel_mm: float = 0.0
+    # Augmentation of training patches (data_pipeline/augment.py), off by default: random flips and
+    # axis permutations; per-patch gamma (largest |log gamma|) and intensity scale (largest change).
+    augment_flips: bool = False
+    augment_gamma: float = 0.0
+    augment_scale: float = 0.0
+
+    def augment(self) -> Augment:
+        return Augment(self.augment_flips, self.augment_gamma, self.augment_scale)
 
     def patch_spec(self) -> PatchSpec:
         return PatchSpec(self.degradation, self.scale_factor, self.patch_size, self.foreground_fraction,
-                         self.intensity_percentile)
+                         self.intensity_percentile, self.augment())
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ class Config:
             raise ValueError(f"model.global_skip: {self.model.global_skip!r} is not one of {', '.join(SKIPS)}")
         if self.loss.content not in ("mse", "l1"):
             raise ValueError(f"loss.content must be 'mse' or 'l1', got {self.loss.content!r}")
+        if not (0 <= self.data.augment_gamma <= 1 and 0 <= self.data.augment_scale < 1):
+            raise ValueError("data.augment_gamma must lie in [0, 1] and data.augment_scale in [0, 1)")
         if self.train.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"train.precision must be auto, fp32 or bf16, got {self.train.precision!r}")
 

@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 (output / f".{name}.tmp").replace(output / name)  # never a half-written checkpoint
 
     batches = patch_batches(
-        train_pairs, cfg.scale_factor, cfg.patch_size, cfg.batch_size, config.train.seed, cfg.foreground_fraction
+        train_pairs, cfg.scale_factor, cfg.patch_size, cfg.batch_size, config.train.seed, cfg.foreground_fraction,
+        cfg.augment(), grid,
     )
     amp = autocast_dtype(config, device)
     try:

@@ -43,3 +43,12 @@ def test_keys_fixed_for_the_search_are_not_searched():
     assert searched_keys(fixed={"optim.lr_g", "model.upsampler"}) == [
         k for k in FIXED if k not in ("optim.lr_g", "model.upsampler")
     ]
+
+
+def test_augmentation_is_searched_only_when_asked():
+    augment = {"data.augment_flips": True, "data.augment_gamma": 0.2, "data.augment_scale": 0.1}
+    trial = optuna.trial.FixedTrial(FIXED | augment)
+    search_space(trial, augment=True)
+    assert trial.params == FIXED | augment
+    assert Config().override(trial.params).data.patch_spec().augment.flips  # real config fields
+    assert searched_keys(augment=True)[-3:] == list(augment) and not set(augment) & set(searched_keys())
