@@ -242,7 +242,8 @@ def ray_search(args: argparse.Namespace, fixed: dict, workdir: Path) -> Side:
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     argv = ["--trials", str(args.trials), "--steps-per-trial", str(args.steps), "--eval-every", str(args.eval_every),
-            "--seed", str(args.seed), "--name", "bench", "--storage", str(workdir / "ray"), "--tracking-uri", uri]
+            "--seed", str(args.seed), "--name", "bench", "--storage", str(workdir / "ray"), "--tracking-uri", uri,
+            "--refit-minutes", "0"]  # the search alone, as the plain-Optuna side
     argv += [arg for key, value in fixed.items() for arg in ("--set", f"{key}={value}")]
     start = time.perf_counter()
     with CpuMeter() as meter:
@@ -405,7 +406,8 @@ def device_check(config: Config, fast: bool, seed: int) -> dict:
 
     # Utilisation while a real 2-trial search runs on the device.
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["--trials", "2", "--name", "device", "--storage", f"{tmp}/ray", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db"]
+        argv = ["--trials", "2", "--name", "device", "--storage", f"{tmp}/ray", "--tracking-uri", f"sqlite:///{tmp}/mlflow.db",
+                "--refit-minutes", "0"]
         argv += ["--fast"] if fast else ["--steps-per-trial", "400", "--eval-every", "100"]
         if device.type == "cuda":
             argv += ["--gpus-per-worker", "1"]

@@ -1,9 +1,10 @@
 """Promote a search's best generator if it beats the champion: `python hpo/promote.py [--search NAME]`.
 
-Takes the child run with the highest `val/psnr` of one search (`--search NAME`; by default the
-latest search of the experiment; or `--run-id`), registers its generator as a version of a
-registered model (default `mri-sr-generator`; a run already registered keeps its version), and
-scores it and the current `@champion` on the same data: the whole held-out regions of that
+Takes the best generator of one search (`--search NAME`; by default the latest search of the
+experiment; or `--run-id`): its refit run that scored best on the whole held-out regions, or, in a
+search without refit, the trial with the highest `val/psnr`. It registers that generator as a
+version of a registered model (default `mri-sr-generator`; a run already registered keeps its
+version), scores it and the current `@champion` on the same data: the whole held-out regions of that
 search's data, rebuilt here as the search split them. The alias moves only when the challenger
 scores higher (`--force` moves it regardless). Both scores go on the new version (tags and
 description). Running it again changes nothing.
@@ -20,7 +21,9 @@ from data_pipeline.dataset import min_shape_for
 from data_pipeline.nifti import VolumeError
 from hpo.config import Config
 from hpo.superresolve import load_model
-from hpo.tracking import DATA_PARAM, DEFAULT_EXPERIMENT, MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, tracking_uri
+from hpo.tracking import (
+    DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, MODEL_URI_TAG, PARENT_TAG, REFIT_TAG, SEARCH_TAG, tracking_uri,
+)
 from hpo.validation import METRIC, Validator, held_out_cases
 
 DEFAULT_MODEL_NAME = "mri-sr-generator"
@@ -39,12 +42,15 @@ def find_search(client: MlflowClient, experiment_id: str, search: str | None):
 
 
 def best_run(client: MlflowClient, experiment_id: str, parent_run_id: str):
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{MODEL_URI_TAG}` != '' and tags.`{PARENT_TAG}` = '{parent_run_id}'",
-        order_by=[f"metrics.`{METRIC}` DESC"],
-        max_results=1,
+    """The search's refit run that scored best on the whole held-out regions; without refits, its best trial."""
+    children = f"tags.`{MODEL_URI_TAG}` != '' and tags.`{PARENT_TAG}` = '{parent_run_id}'"
+    refits = client.search_runs(
+        [experiment_id], f"{children} and tags.`{REFIT_TAG}` != '' and metrics.`{HELDOUT_PREFIX}{METRIC}` > 0",
+        order_by=[f"metrics.`{HELDOUT_PREFIX}{METRIC}` DESC"], max_results=1,
     )
+    if refits:
+        return refits[0]
+    runs = client.search_runs([experiment_id], children, order_by=[f"metrics.`{METRIC}` DESC"], max_results=1)
     if not runs:
         raise LookupError("the search has no trial with a logged generator yet")
     return runs[0]

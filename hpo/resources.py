@@ -111,3 +111,28 @@ def plan_resources(
     elif max_concurrent > fits:
         raise ResourceError(f"--max-concurrent {max_concurrent}: only {fits} trials fit on this cluster at once")
     return TrialResources(workers, cpus_per_worker, gpus_per_worker, data_cpus_per_trial, max_concurrent)
+
+
+def plan_refit(
+    nodes: list[dict[str, float]],
+    workers: int,
+    gpus_per_worker: float | None = None,
+    cpus_per_worker: float | None = None,
+    data_cpus_per_trial: float | None = None,
+) -> TrialResources:
+    """Resources for the refit runs after a search: each as much as one plain training run gets.
+
+    GPU runs are planned as trials are (one GPU per worker, side by side where GPUs allow). CPU
+    runs of one worker get a whole node's CPUs, less the data budget (a search's trials share
+    them), and run side by side only where whole nodes allow: on one 2-core machine, in turn.
+    """
+    on_gpus = gpus_per_worker > 0 if gpus_per_worker is not None else any(n.get("GPU", 0.0) >= 1 for n in nodes)
+    if on_gpus or workers > 1 or cpus_per_worker is not None:
+        return plan_resources(nodes, workers, gpus_per_worker, cpus_per_worker, data_cpus_per_trial)
+    data = CPU_TRIAL_DATA_CPUS if data_cpus_per_trial is None else data_cpus_per_trial
+    largest = max(n.get("CPU", 0.0) for n in nodes)
+    cpus = math.floor(100 * (largest - data - DRIVER_CPUS)) / 100
+    if cpus < 0.1:
+        raise ResourceError(f"no node has CPUs for a refit run ({largest:g} CPUs, {data:g} for data)")
+    fits = sum(int(n.get("CPU", 0.0) // (cpus + data + DRIVER_CPUS)) for n in nodes)
+    return TrialResources(1, cpus, 0.0, data, max(1, fits))

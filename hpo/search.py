@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import optuna
@@ -32,12 +33,13 @@ from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import is_uri, read_volume, typical_voxel_mm
 from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
-from hpo.resources import ResourceError, nodes_to_plan_for, plan_resources
+from hpo.refit import CHAMPION, DEFAULTS, candidates, refit, refit_config, refit_setup
+from hpo.resources import ResourceError, nodes_to_plan_for, plan_refit, plan_resources
 from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import numbered_space, searched_keys
 from hpo.tracking import (
-    DATA_PARAM, DEFAULT_EXPERIMENT, MlflowTracker, ensure_experiment, find_or_create_parent, local_copy, remove_lost_trials, runs_page,
-    storage_filesystem, tracking_uri,
+    DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, MlflowTracker, TrialView, ensure_experiment, find_or_create_parent,
+    local_copy, remove_lost_trials, runs_page, storage_filesystem, tracking_uri,
 )
 from hpo.trial import DIVERGED, TRIAL_INDEX, TrialSetup, checkpoint_path, run_trial
 from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, make_block_cases, make_cases
@@ -80,6 +82,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds Optuna's sampler and the trials")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config field for every trial, e.g. --set data.degradation=kspace")
+    p.add_argument("--refit-minutes", type=float, default=Config().train.time_budget_s / 60,
+                   help="after the search, train the best configuration (and the defaults, as a control) again "
+                        "for this long each: what one hpo/train.py run gets by default; 0: no refit")
+    p.add_argument("--refit-steps", type=int,
+                   help="a step budget for each refit run as well (default: none; 8 with --fast); 0: no refit")
+    p.add_argument("--no-control", action="store_true",
+                   help="refit the best configuration only, not the defaults beside it")
+    p.add_argument("--search-augmentation", action="store_true",
+                   help="search patch augmentation too: flips and permutations, gamma, intensity scale")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search of this --name")
     p.add_argument("--fast", action="store_true", help="tiny models and budgets: the whole path in a minute")
     return p.parse_args(argv)
@@ -197,9 +208,9 @@ def make_tuner(args: argparse.Namespace, config: Config, prepared: Prepared, tra
         return tune.Tuner.restore(f"{storage}/{name}", trainable=trainable, resume_errored=True)
     fixed = frozenset(parse_overrides(args.overrides))  # --set wins over the search space
     defaults = config.flat()
-    first = {key: defaults[key] for key in searched_keys(fixed)}  # try the hand-picked defaults first
+    first = {key: defaults[key] for key in searched_keys(fixed, args.search_augmentation)}  # the defaults first
     searcher = OptunaSearch(
-        space=functools.partial(numbered_space, fixed=fixed), metric=METRIC, mode=MODE,
+        space=functools.partial(numbered_space, fixed=fixed, augment=args.search_augmentation), metric=METRIC, mode=MODE,
         sampler=optuna.samplers.TPESampler(seed=args.seed), points_to_evaluate=[first],
     )
     evaluations = max(1, config.train.max_steps // config.train.eval_every)
@@ -271,9 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         if lost := remove_lost_trials(client, experiment_id, parent, trial_ids):
             print(f"removed {lost} MLflow run(s) of trials that the interrupted search started but never "
                   "recorded: Tune ran their configurations again")
-        code = summarise(results, client, parent, args, uri, wall, prepared.volumes_skipped, checks, storage)
-        status = "FINISHED" if code == 0 else "FAILED"
-        return code
+        best = summarise(results, client, parent, args, wall, checks, storage, tracker)
+        if best is None:
+            return 2
+        if refit_wanted(args):
+            run_refits(args, config, prepared, best, client, parent, uri, experiment_id, storage, name)
+        print_links(client, parent, args, uri, name, prepared.volumes_skipped)
+        status = "FINISHED"
+        return 0
+    except SearchError as err:
+        return error(str(err))
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -300,10 +318,9 @@ class Checks:
 
 
 def summarise(
-    results, client: MlflowClient, parent: str, args, uri: str, wall: float, skipped: int,
-    checks: Checks, storage: str,
-) -> int:
-    """Print the best trials and score the champion on the whole held-out regions; 0 when one exists."""
+    results, client: MlflowClient, parent: str, args, wall: float, checks: Checks, storage: str, tracker: MlflowTracker,
+):
+    """Print the best trials, score the best on the whole held-out regions, return it (None: no trial scored)."""
     rows = [r for r in results if r.metrics]
     diverged = sum(1 for r in rows if r.metrics.get(DIVERGED))
     errored = sum(1 for r in results if r.error is not None)
@@ -313,7 +330,8 @@ def summarise(
     client.log_metric(parent, "search/trials_failed", diverged + errored)
     failed = f"; {diverged} diverged and {errored} failed (marked FAILED in MLflow)" if diverged or errored else ""
     if not scored:
-        return error(f"no trial reported {METRIC}{failed}; see the trial errors above")
+        error(f"no trial reported {METRIC}{failed}; see the trial errors above")
+        return None
     scored.sort(key=lambda r: r.metrics[METRIC], reverse=True)
     best = scored[0]
     client.log_metric(parent, f"best/{METRIC}", float(best.metrics[METRIC]))
@@ -328,8 +346,69 @@ def summarise(
     client.log_batch(parent, metrics=[Metric(key, value, now, 0) for key, value in {
         f"champion/whole/{METRIC}": scores[METRIC], "champion/whole/val/ssim": scores["val/ssim"],
         f"baseline/cubic/whole/{METRIC}": cubic["psnr"]}.items()])
+    best_run = tracker.run_id(TrialView(best.metrics["trial_id"], dict(best.config), best.path))
+    client.log_batch(best_run, metrics=[Metric(f"{HELDOUT_PREFIX}{k}", v, now, int(best.metrics.get("step", 0)))
+                                        for k, v in scores.items()])
     print(f"\nchampion {best.metrics['trial_id']} on the whole held-out regions: {scores[METRIC]:.2f} dB in brain, "
           f"SSIM {scores['val/ssim']:.3f}; cubic B-spline {cubic['psnr']:.2f} dB ({scores[METRIC] - cubic['psnr']:+.2f} dB)")
+    return Best(best, scores, cubic)
+
+
+@dataclass(frozen=True)
+class Best:
+    """The search's best trial (a Tune result) and its scores on the whole held-out regions."""
+
+    result: Any
+    scores: dict[str, float]
+    cubic: dict[str, float]
+
+
+def refit_wanted(args: argparse.Namespace) -> bool:
+    return args.refit_minutes > 0 and args.refit_steps != 0
+
+
+def run_refits(args, config: Config, prepared: Prepared, best: Best, client: MlflowClient, parent: str, uri: str,
+               experiment_id: str, storage: str, name: str) -> None:
+    """Train the champion's configuration (and the defaults) with a full budget; print and log how they score."""
+    steps = args.refit_steps if args.refit_steps is not None else (2 * config.train.max_steps if args.fast else 0)
+    refit_cfg = refit_config(config, args.refit_minutes, steps, args.fast)
+    try:
+        plan = plan_refit(cluster_nodes(), args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
+                          args.data_cpus_per_trial)
+    except ResourceError as err:
+        raise SearchError(str(err)) from None
+    refits = candidates(best.result.config, config.flat(), control=not args.no_control)
+    budget = f"{args.refit_minutes:g} min" + (f" or {steps} steps" if steps else "")
+    print(f"\nrefit: {', '.join(refits)} configuration(s), {budget} each, {plan.max_concurrent} at once, each "
+          f"{plan.workers} worker(s) x {plan.cpus_per_worker:g} CPU + {plan.gpus_per_worker:g} GPU", flush=True)
+    setup = refit_setup(prepared.setup, refit_cfg, plan, f"{storage}/{name}-refit-train")
+    tracker = MlflowTracker(uri, experiment_id, parent, storage, refit_cfg.flat(), refits=refits)
+    resume = args.resume and tune.Tuner.can_restore(f"{storage}/{name}-refit")
+    done = refit(setup, refits, tracker, plan.max_concurrent, storage, f"{name}-refit",
+                 lambda checkpoint: prepared.checks.champion(checkpoint, storage)[0], resume=resume)
+    now = int(time.time() * 1000)
+    client.log_batch(parent, metrics=[Metric(f"refit/{r.name}/{HELDOUT_PREFIX}{METRIC}", r.scores[METRIC], now, 0)
+                                      for r in done])
+    print("\non the whole held-out regions (PSNR in brain; the same regions for every row):")
+    labels = {CHAMPION: "refit: the champion's configuration", DEFAULTS: "refit: the defaults (control)"}
+    rows = [(labels[r.name], r.steps, r.scores[METRIC], r.scores["val/ssim"]) for r in done]
+    rows.append((f"best trial {best.result.metrics['trial_id']}", int(best.result.metrics.get("step", 0)),
+                 best.scores[METRIC], best.scores["val/ssim"]))
+    print(f"  {'':<34} {'steps':>7} {'PSNR':>9} {'SSIM':>6}")
+    for label, step, psnr, ssim in rows:
+        print(f"  {label:<34} {step:>7} {psnr:>6.2f} dB {ssim:>6.3f}")
+    print(f"  {'cubic B-spline':<34} {'':>7} {best.cubic['psnr']:>6.2f} dB {best.cubic['ssim']:>6.3f}")
+    if not done:
+        print("no refit run finished; promotion offers the best trial")
+        return
+    verdict = {CHAMPION: "the search's configuration beats its defaults",
+               DEFAULTS: "the defaults beat the search's configuration: the search found nothing better for this budget"}
+    if len(done) > 1:
+        print(f"{verdict[done[0].name]} by {done[0].scores[METRIC] - done[1].scores[METRIC]:+.2f} dB")
+    print(f"promotion offers refit-{done[0].name} (run {done[0].run_id})")
+
+
+def print_links(client: MlflowClient, parent: str, args, uri: str, name: str, skipped: int) -> None:
     if skipped:
         print(f"\nskipped {skipped} unusable volume(s) (listed above)")
     print(f"\nMLflow: {uri}, experiment {args.experiment!r}, parent run {parent}")
@@ -339,9 +418,8 @@ def summarise(
     else:
         print(f"  browse:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then "
               f"{runs_page('http://127.0.0.1:5000', experiment_id)}")
-    print(f"  promote: python hpo/promote.py --experiment {args.experiment}"
+    print(f"  promote: python hpo/promote.py --experiment {args.experiment} --search {name}"
           + (f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""))
-    return 0
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ DATA_PARAM = "data"  # on the parent run: the search's --data as a JSON list ([]
 TRIAL_TAG = "mri_sr.trial_id"  # on a child run: the Ray Tune trial id
 MODEL_URI_TAG = "mri_sr.generator_uri"
 DIVERGED_TAG = "mri_sr.diverged"  # on a child run whose loss became non-finite: at which step
+REFIT_TAG = "mri_sr.refit"  # on a refit's child run: which configuration it trained ("champion" or "defaults")
+REFIT_KEY = "refit"  # in a refit trial's Tune config: the same name
+HELDOUT_PREFIX = "heldout/"  # metrics on the whole held-out regions, logged after the search: heldout/val/psnr
 # What loading the logged generator needs; pinned as in requirements.txt.
 MODEL_REQUIREMENTS = ["torch==2.13.0", "numpy==2.3.5", "monai==1.6.1", "nibabel==5.4.2", "scipy==1.17.1"]
 
@@ -178,11 +181,15 @@ class MlflowTracker(tune.Callback):
     """
 
     def __init__(
-        self, uri: str, experiment_id: str, parent_run_id: str, storage_path: str, base_params: dict[str, Any]
+        self, uri: str, experiment_id: str, parent_run_id: str, storage_path: str, base_params: dict[str, Any],
+        refits: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.uri, self.experiment_id, self.parent_run_id = uri, experiment_id, parent_run_id
         self.storage_path = storage_path
         self.base_params = base_params  # every config field; the trial's searched values override
+        # For the refit's Tune run: each trial's config names a candidate ({REFIT_KEY: "champion"}),
+        # whose values are these; its run is named and tagged after it.
+        self.refits = refits
         self._runs: dict[str, str] = {}
         self._last_checkpoint: dict[str, str] = {}
         self._logged_step: dict[str, int] = {}
@@ -270,11 +277,12 @@ class MlflowTracker(tune.Callback):
             if not found[0].data.params:  # the killed search made the run, then died
                 self._log_params(run_id, trial)
         else:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"trial-{trial.trial_id}",
-                tags={PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id},
-            )
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id}
+            name = f"trial-{trial.trial_id}"
+            if self.refits is not None:
+                tags[REFIT_TAG] = trial.config[REFIT_KEY]
+                name = f"refit-{trial.config[REFIT_KEY]}"
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
             self._log_params(run_id, trial)
         with self.lock:
@@ -282,7 +290,8 @@ class MlflowTracker(tune.Callback):
         return run_id
 
     def _log_params(self, run_id: str, trial: TrialView) -> None:
-        params = {**self.base_params, **trial.config}
+        searched = self.refits[trial.config[REFIT_KEY]] if self.refits is not None else trial.config
+        params = {**self.base_params, **searched}
         self.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
     def catch_up(self, results) -> int:

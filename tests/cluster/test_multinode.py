@@ -46,6 +46,7 @@ def test_ddp_workers_of_a_trial_run_on_different_nodes(two_nodes, tmp_path):
     db = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, **RAY_ENV, "RAY_ADDRESS": two_nodes.address}
     args = ["--fast", "--trials", "2", "--workers-per-trial", "2", "--max-concurrent", "1", "--name", "multi",
+            "--refit-minutes", "0",
             "--storage", str(shared), "--tracking-uri", db, "--data", str(ANATOMICAL)]
     done = subprocess.run([sys.executable, "hpo/search.py", *args], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=800)

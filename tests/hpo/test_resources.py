@@ -1,6 +1,6 @@
 import pytest
 
-from hpo.resources import DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_resources
+from hpo.resources import DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_refit, plan_resources
 
 
 def test_two_cpus_two_workers_leave_room_for_data_tasks():
@@ -63,3 +63,16 @@ def test_a_fixed_cluster_is_planned_for_the_nodes_alive():
     alive = [{"CPU": 2.0}, {"CPU": 2.0}]
     assert nodes_to_plan_for(alive, []) == alive
     assert nodes_to_plan_for(alive, [({"CPU": 1.0}, 1)]) == alive  # never plan for less than is there
+
+
+def test_a_refit_on_cpus_gets_a_whole_node_and_runs_beside_another_only_on_another_node():
+    one = plan_refit([{"CPU": 2.0}], 1)
+    assert (one.cpus_per_worker, one.max_concurrent) == (1.79, 1)  # both cores, less the data budget
+    two = plan_refit([{"CPU": 8.0}, {"CPU": 8.0}], 1)
+    assert (two.cpus_per_worker, two.max_concurrent) == (7.79, 2)
+
+
+def test_a_refit_on_gpus_is_planned_as_a_trial():
+    plan = plan_refit([{"CPU": 16.0, "GPU": 4.0}], 1)
+    assert plan == plan_resources([{"CPU": 16.0, "GPU": 4.0}], 1)
+    assert (plan.gpus_per_worker, plan.max_concurrent) == (1.0, 4)

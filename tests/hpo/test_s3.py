@@ -64,7 +64,7 @@ def children(uri: str, name: str) -> list:
 
 @pytest.mark.timeout(900)
 def test_a_search_on_s3_reads_volumes_checkpoints_and_resumes_there(ray_cluster, aws_server, bucket, mlflow_server):
-    args = ["hpo/search.py", "--fast", "--trials", "3", "--max-concurrent", "1", "--name", "s3",
+    args = ["hpo/search.py", "--fast", "--trials", "3", "--max-concurrent", "1", "--name", "s3", "--refit-minutes", "0",
             "--data", f"s3://{bucket}/data/", "--storage", f"s3://{bucket}/ray", "--tracking-uri", mlflow_server]
     # Only what a user of an S3-compatible store sets: its endpoint and keys.
     env = {**os.environ, **aws_server, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}

@@ -1,0 +1,91 @@
+"""The workflow a user runs, end to end on real data: search -> refit -> evaluate -> promote.
+
+Three small searches (`--fast`, real Ray, MLflow store and registry, nibabel's real anatomical.nii)
+feed one registry: a poor first generator (no global skip: an 8-step network far below cubic) is
+promoted because there is no champion; a better one takes the alias; a poor one again is kept out.
+"""
+
+import contextlib
+import io
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from hpo import evaluate, promote, search
+from hpo.refit import CHAMPION, DEFAULTS
+from hpo.tracking import HELDOUT_PREFIX, MODEL_URI_TAG, PARENT_TAG, REFIT_TAG, SEARCH_TAG
+from hpo.validation import METRIC
+from tests.conftest import ANATOMICAL
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+POOR = ["--set", "model.global_skip=none"]
+
+
+def run_search(root, name: str, *extra: str) -> str:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = search.main(["--fast", "--name", name, "--data", str(ANATOMICAL), "--storage", str(root / "ray"),
+                            "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}", *extra])
+    assert code == 0, printed.getvalue()[-3000:]
+    return printed.getvalue()
+
+
+def refit_runs(client: MlflowClient, name: str):
+    experiment = client.get_experiment_by_name("mri-sr-search").experiment_id
+    parent = client.search_runs([experiment], f"tags.`{SEARCH_TAG}` = '{name}'")[0]
+    children = client.search_runs([experiment], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'")
+    return parent, [c for c in children if c.data.tags.get(REFIT_TAG)], [c for c in children if not c.data.tags.get(REFIT_TAG)]
+
+
+def test_search_refit_evaluate_promote(ray_cluster, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+
+    # --- search with refit: the champion's configuration and the defaults, trained again longer ---
+    out = run_search(tmp_path, "first", "--trials", "2", *POOR)
+    parent, refits, trials = refit_runs(client, "first")
+    assert len(trials) == 2 and {r.data.tags[REFIT_TAG] for r in refits} <= {CHAMPION, DEFAULTS}
+    assert CHAMPION in {r.data.tags[REFIT_TAG] for r in refits}
+    for run in refits:
+        assert run.info.status == "FINISHED" and MODEL_URI_TAG in run.data.tags
+        assert run.data.params["train.max_steps"] == "8"  # twice a --fast trial's 4 steps
+        [heldout] = client.get_metric_history(run.info.run_id, f"{HELDOUT_PREFIX}{METRIC}")
+        assert heldout.step == 8 and heldout.value > 0  # scored at its last step
+        assert parent.data.metrics[f"refit/{run.data.tags[REFIT_TAG]}/{HELDOUT_PREFIX}{METRIC}"] == \
+            run.data.metrics[f"{HELDOUT_PREFIX}{METRIC}"]
+    assert "refit: the champion's configuration" in out and "cubic B-spline" in out
+    assert ("refit: the defaults (control)" in out) == (len(refits) == 2)
+    best = max(refits, key=lambda r: r.data.metrics[f"{HELDOUT_PREFIX}{METRIC}"])
+    assert f"promotion offers refit-{best.data.tags[REFIT_TAG]} (run {best.info.run_id})" in out
+
+    # --- evaluate the refit generator on HR scans: scored against interpolation ---
+    report = tmp_path / "eval.json"
+    assert evaluate.main([best.data.tags[MODEL_URI_TAG], "--data", str(ANATOMICAL), "--json", str(report),
+                          "--tracking-uri", uri]) == 0
+    mean = json.loads(report.read_text())["mean"]
+    assert mean["generator"]["psnr_brain"] < mean["cubic"]["psnr_brain"]  # no global skip, 8 steps: poor
+
+    # --- promote: the first is promoted (no champion yet), and it is the best refit, not a trial ---
+    base = ["--tracking-uri", uri]
+    assert promote.main([*base, "--search", "first"]) == 0
+    assert "no champion yet" in capsys.readouterr().out
+    champion = client.get_model_version_by_alias("mri-sr-generator", "champion")
+    assert champion.run_id == best.info.run_id
+    first_score = float(champion.tags[promote.SCORE_TAG])
+
+    # --- a better search (the cubic global skip) takes the alias ---
+    run_search(tmp_path, "better", "--trials", "1")
+    assert promote.main([*base, "--search", "better"]) == 0
+    assert "promoted" in capsys.readouterr().out
+    champion = client.get_model_version_by_alias("mri-sr-generator", "champion")
+    assert champion.run_id in {r.info.run_id for r in refit_runs(client, "better")[1]}
+    better_score = float(champion.tags[promote.SCORE_TAG])
+    assert better_score > first_score
+
+    # --- a worse search is registered and scored, but the alias stays ---
+    run_search(tmp_path, "worse", "--trials", "1", "--no-control", *POOR)
+    assert promote.main([*base, "--search", "worse"]) == 0
+    assert "kept models:/mri-sr-generator@champion" in capsys.readouterr().out
+    assert client.get_model_version_by_alias("mri-sr-generator", "champion").version == champion.version
