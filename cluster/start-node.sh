@@ -75,7 +75,7 @@ start_mlflow() {
     # MLflow 3 takes 10-20 s to answer on a small machine.
     for _ in $(seq 120); do
         if mlflow_healthy; then
-            echo "MLflow: http://127.0.0.1:5000 (store $MRI_SR_MLFLOW_DB, artifacts $MRI_SR_ARTIFACTS)"
+            echo "MLflow: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning (store $MRI_SR_MLFLOW_DB, artifacts $MRI_SR_ARTIFACTS)"
             return 0
         fi
         sleep 1

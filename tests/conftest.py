@@ -91,3 +91,37 @@ def aws_client(aws_env: dict, service: str):
 
     return boto3.client(service, endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name=aws_env["AWS_REGION"],
                         aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def debian_packages(packages: dict[str, str]) -> None:
+    """Installs the Debian packages ({package: a program it provides}) whose program is missing.
+
+    CI runs as root on a fresh Debian machine; a developer without root gets a clear skip.
+    """
+    import os
+    import shutil
+
+    missing = [package for package, program in packages.items() if shutil.which(program) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"needs the Debian package(s) {', '.join(missing)} (apt-get install as root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, timeout=600, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, timeout=1200, env=env, capture_output=True)
+
+
+def page_text(url: str) -> list[str]:
+    """The visible text of `url` after a real browser (headless Chromium) has run its JavaScript."""
+    import html
+    import re
+
+    debian_packages({"chromium": "chromium"})
+    dom = subprocess.run(
+        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+         "--disable-background-networking", "--no-first-run", "--window-size=1600,1000",
+         "--virtual-time-budget=20000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=180, check=True,
+    ).stdout
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", "", dom, flags=re.S)
+    return [line.strip() for line in html.unescape(re.sub(r"<[^>]+>", "\n", dom)).splitlines() if line.strip()]

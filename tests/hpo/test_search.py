@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,14 +24,16 @@ from hpo import promote, search, superresolve
 from hpo.runtime import PROJECT_ROOT
 from hpo.tracking import DIVERGED_TAG, MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, TRIAL_TAG
 from hpo.trial import TRIAL_INDEX
+from tests.conftest import page_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def search_args(root, *extra, trials=6, name="s"):
+def search_args(root, *extra, trials=6, name="s", refit=False):
     return [
         "--fast", "--trials", str(trials), "--name", name,
-        "--storage", str(root / "ray"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}", *extra,
+        "--storage", str(root / "ray"), "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}",
+        *([] if refit else ["--refit-minutes", "0"]), *extra,  # the refit: tests/hpo/test_end_to_end.py
     ]
 
 
@@ -146,6 +149,14 @@ def test_mlflow_server_shows_what_a_user_browses(finished_search):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         alias = json.loads(_get(base, "/api/2.0/mlflow/registered-models/alias", name="mri-sr-generator", alias="champion"))
         assert alias["model_version"]["run_id"] == best_id
+
+        # In a real browser, the link the search printed opens the runs in Model training mode...
+        printed = re.search(r"http://127\.0\.0\.1:5000(/#/experiments/\S+)", (finished_search / "stdout.txt").read_text())
+        page = page_text(base + printed.group(1))
+        assert page[0].startswith("Runs - Experiment") and "Run Name" in page and "matching runs" in page, page[:40]
+        # ...where the bare experiment link opens MLflow 3's GenAI overview, without the runs.
+        bare = page_text(f"{base}/#/experiments/{experiment_id}")
+        assert bare[0].startswith("Overview - Experiment") and "Run Name" not in bare, bare[:40]
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,9 +1,11 @@
-"""MLflow catches up with Tune's own record when a killed search lost queued writes."""
+"""MLflow catches up with Tune's own record when a killed search lost queued writes; UI links."""
+
+import re
 
 from ray import tune
 from mlflow.tracking import MlflowClient
 
-from hpo.tracking import MlflowTracker, TRIAL_TAG, ensure_experiment, find_or_create_parent
+from hpo.tracking import TRIAL_TAG, MlflowTracker, ensure_experiment, find_or_create_parent, runs_page
 
 
 def reports(config):
@@ -35,3 +37,13 @@ def test_catch_up_fills_the_runs_of_trials_tune_ended_without_mlflow(ray_cluster
         history = client.get_metric_history(run.info.run_id, "val/psnr")
         assert [(m.step, m.value) for m in history] == [(10, result.config["base"] + 10), (20, result.config["base"] + 20)]
     assert tracker.catch_up(results) == 0  # nothing left to write: running it again changes nothing
+
+
+def test_every_mlflow_ui_link_the_project_prints_asks_for_model_training_mode():
+    from hpo.runtime import PROJECT_ROOT
+
+    texts = [PROJECT_ROOT / "README.md", PROJECT_ROOT / "hpo" / "search.py", *(PROJECT_ROOT / "cluster").iterdir()]
+    links = [link for path in texts if path.is_file() for link in re.findall(r"\S*/#/\S*", path.read_text())]
+    assert links  # the README's and the cluster start script's, at least
+    assert all("workflowType=machine_learning" in link for link in links), links
+    assert runs_page("http://h:5000/", "7") == "http://h:5000/#/experiments/7?workflowType=machine_learning"
