@@ -39,8 +39,13 @@ def save_preview(path: str | Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarra
     rows = dict(zip(ROWS, (lr_big, sr, hr, np.abs(sr - hr) * 4)))
     if cubic is not None:
         rows = {"LR": lr_big, "cubic": cubic, **{k: v for k, v in rows.items() if k != "LR"}}
-    error_row = len(rows) - 1
-    tiles = [[_rgb(image, error=r == error_row) for image in _slices(v, centre)] for r, v in enumerate(rows.values())]
+    return save_rows(path, rows, centre, title, heat_rows={ROWS[-1]})
+
+
+def save_rows(path: str | Path, rows: dict[str, np.ndarray], centre: tuple[int, int, int], title: str = "",
+              heat_rows: set[str] = frozenset()) -> Path:
+    """One row per volume (values in [0, 1]; `heat_rows` in a heat colour map), three planes through `centre`."""
+    tiles = [[_rgb(image, error=name in heat_rows) for image in _slices(v, centre)] for name, v in rows.items()]
     widths = [max(row[c].shape[1] for row in tiles) * ZOOM for c in range(3)]
     heights = [max(t.shape[0] for t in row) * ZOOM for row in tiles]
     canvas = np.full((TITLE_HEIGHT + sum(heights) + GAP * len(rows), LABEL_WIDTH + sum(widths) + GAP * 3, 3), 255, np.uint8)

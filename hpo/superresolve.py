@@ -71,9 +71,9 @@ def superresolve_volume(
     overlap: float = 0.25,
     progress: bool = False,
     clamp: bool = True,
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """(SR data in the input's units, its affine, the share of the generator's voxels that lay
-    outside `plausible_range` of the input).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(SR data in the input's units, its affine, where the generator's raw output lay outside
+    `plausible_range` of the input: a boolean volume).
 
     With `clamp`, those voxels are clamped into it: a generator trained on skull-stripped brains
     overshoots at skull and fat edges it never saw, ringing bright and dark (on a real whole-head
@@ -96,10 +96,22 @@ def superresolve_volume(
     )
     data = sr[0, 0].numpy() * scale
     low, high = plausible_range(volume.data)
-    outside = float(np.mean((data < low) | (data > high)))
+    outside = (data < low) | (data > high)
     if clamp:
         np.clip(data, low, high, out=data)
     return data, upsampled_affine(volume.affine, meta["scale_factor"], meta["grid"]), outside
+
+
+def save_figure(path: Path, lr: np.ndarray, sr: np.ndarray, raw_outside: np.ndarray, s: int, title: str) -> Path:
+    """Rows: the input (nearest neighbour), the output, and white where the raw output lay beyond the input's range."""
+    from hpo.preview import save_rows
+
+    top = float(np.percentile(lr, 99.5)) or 1.0
+    big = lr.repeat(s, 0).repeat(s, 1).repeat(s, 2)
+    centre = tuple(n // 2 for n in sr.shape)
+    return save_rows(path, {"input": big / top, "output": sr / top, "beyond": raw_outside.astype(np.float32)}, centre,
+                     f"{title}: {raw_outside.mean():.2%} of the raw output beyond the input's range +-{OUTPUT_MARGIN:.0%}",
+                     heat_rows={"beyond"})
 
 
 def find_checkpoint(root: Path) -> Path:
@@ -148,6 +160,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--roi-size", type=int, default=32, help="side of an input window, in LR voxels")
     parser.add_argument("--overlap", type=float, default=0.25, help="overlap of neighbouring windows (0 to <1)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--figure", type=Path,
+                        help="PNG: the input, the output and where the generator's raw output lay beyond the input's "
+                             "range, in three planes")
     parser.add_argument("--no-clamp", action="store_true",
                         help=f"keep the generator's raw output (default: clamp it to the input's range +-{OUTPUT_MARGIN:.0%} "
                              "of its span, never negative where the input is not)")
@@ -175,11 +190,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     s = meta["scale_factor"]
     start = time.perf_counter()
-    data, affine, outside = superresolve_volume(
+    data, affine, raw_outside = superresolve_volume(
         generator, meta, volume, device, args.roi_size, args.batch_size, args.overlap, progress=not args.no_progress,
         clamp=not args.no_clamp,
     )
+    outside = float(raw_outside.mean())
     write_volume(args.output, data, affine, like=volume.header)
+    if args.figure:
+        save_figure(args.figure, volume.data, data, raw_outside, s, f"{args.input.name} x{s}")
     print(
         f"{args.input} {volume.data.shape} -> {args.output} {data.shape}: x{s}, {meta['degradation']} "
         f"({meta['grid']} grid), {time.perf_counter() - start:.1f}s on {device}; "

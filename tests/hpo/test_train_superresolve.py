@@ -117,7 +117,9 @@ def test_output_stays_in_the_inputs_range_unless_asked(checkpoint, tmp_path, cap
 
     raw, safe = tmp_path / "raw.nii.gz", tmp_path / "safe.nii.gz"
     assert superresolve.main([str(source), str(raw), "--checkpoint", str(loud), "--no-progress", "--no-clamp"]) == 0
-    assert superresolve.main([str(source), str(safe), "--checkpoint", str(loud), "--no-progress"]) == 0
+    figure = tmp_path / "safe.png"
+    assert superresolve.main([str(source), str(safe), "--checkpoint", str(loud), "--no-progress",
+                              "--figure", str(figure)]) == 0
     raw_data, safe_data = nib.load(raw).get_fdata(), nib.load(safe).get_fdata()
     outside = (raw_data < low) | (raw_data > high)
     assert outside.mean() > 0.001  # the raw output leaves the range...
@@ -125,6 +127,10 @@ def test_output_stays_in_the_inputs_range_unless_asked(checkpoint, tmp_path, cap
     assert np.array_equal(safe_data[~outside], raw_data[~outside])  # and only those voxels change
     printed = capsys.readouterr().out
     assert f"{outside.mean():.2%} of the generator's voxels beyond the input's range" in printed
+    from PIL import Image
+
+    picture = np.asarray(Image.open(figure).convert("RGB"))  # rows: input, output, where the raw output went beyond
+    assert picture.shape[0] > 3 * 2 * 15 and len(np.unique(picture.reshape(-1, 3), axis=0)) > 50
 
 
 def test_scans_unlike_the_training_data_get_a_one_line_warning(checkpoint, tmp_path, anatomical, capsys):
