@@ -200,12 +200,18 @@ class Chunk:
     seed: int
 
 
-def plan_chunks(items: list[SplitItem], total_patches: int, seed: int, patches_per_chunk: int = 256) -> list[Chunk]:
-    """Enough chunks for `total_patches`, volumes taken in turn; the same seed gives the same chunks."""
+def plan_chunks(
+    items: list[SplitItem], total_patches: int, seed: int, patches_per_chunk: int = 256, first: int = 0
+) -> list[Chunk]:
+    """Enough chunks for `total_patches`, volumes taken in turn; the same seed gives the same chunks.
+
+    Chunk k of a seed's plan is always the same chunk: `first` starts the plan at chunk `first`, so
+    a stream planned in rounds cuts the same patches as one planned at once.
+    """
     count = max(1, -(-total_patches // patches_per_chunk))
     return [
         Chunk(items[k % len(items)].path, items[k % len(items)].part, patches_per_chunk, seed * 1_000_003 + k)
-        for k in range(count)
+        for k in range(first, first + count)
     ]
 
 

@@ -22,7 +22,7 @@ from ray import tune
 
 from hpo.config import Config
 from hpo.search_space import TRIAL_INDEX
-from hpo.tracking import HELDOUT_PREFIX, REFIT_KEY, MlflowTracker, TrialView
+from hpo.tracking import HELDOUT_PREFIX, REFIT_KEY, MlflowTracker, TrialView, remove_lost_trials
 from hpo.trial import DIVERGED, TrialSetup, checkpoint_path, run_trial
 from hpo.validation import METRIC
 
@@ -91,6 +91,8 @@ def refit(
     results = make_tuner(setup, refits, tracker, max_concurrent, storage, name, resume).fit()
     tracker.close()
     client = MlflowClient(tracker.uri)
+    trial_ids = {r.metrics["trial_id"] for r in results if r.metrics}
+    remove_lost_trials(client, tracker.experiment_id, tracker.parent_run_id, trial_ids, refit=True)
     done = []
     for result in results:
         if not result.metrics or result.metrics.get(DIVERGED) or result.error is not None:

@@ -82,7 +82,9 @@ def find_or_create_parent(client: MlflowClient, experiment_id: str, search_name:
     return run.info.run_id
 
 
-def remove_lost_trials(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_ids: set[str]) -> int:
+def remove_lost_trials(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, trial_ids: set[str], refit: bool = False
+) -> int:
     """Soft-deletes the child runs of trials that a killed search started but never recorded.
 
     Tune saves its experiment state every few seconds; a trial started after the last save is
@@ -93,7 +95,9 @@ def remove_lost_trials(client: MlflowClient, experiment_id: str, parent_run_id: 
     children = client.search_runs(
         [experiment_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'"
     )
-    lost = [run for run in children if run.data.tags.get(TRIAL_TAG) not in trial_ids]
+    # The search's trials, or (`refit`) the refit's: each Tune run knows its own trials only.
+    lost = [run for run in children
+            if (REFIT_TAG in run.data.tags) == refit and run.data.tags.get(TRIAL_TAG) not in trial_ids]
     for run in lost:
         client.set_terminated(run.info.run_id, "KILLED")
         client.delete_run(run.info.run_id)

@@ -28,7 +28,7 @@ import ray.data  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
-from data_pipeline.dataset import Chunk, SplitItem, chunk_batches, plan_chunks  # noqa: E402
+from data_pipeline.dataset import SplitItem, chunk_batches, plan_chunks  # noqa: E402
 from data_pipeline.degrade import get_degradation  # noqa: E402
 from data_pipeline.ray_data import patch_stream  # noqa: E402
 from hpo.config import Config  # noqa: E402
@@ -39,10 +39,16 @@ from hpo.search_space import TRIAL_INDEX  # noqa: E402
 # The trial process imports this module: it stays light (no MONAI, matplotlib, MLflow or Ray
 # Train, seconds of CPU per process). What only training needs is imported where it is used.
 
+PATCHES_PER_CHUNK = 256
 DIVERGED = "diverged"  # 1.0 in the last result of a trial whose loss became non-finite
-# A run with a time budget and no step budget (a refit) plans its patch stream for this many steps
-# a second: faster than any trainer measured (an H200 did 32), so the stream never runs short.
-PLANNED_STEPS_PER_S = 50
+# A one-worker trial streams its patches in rounds of this many chunks (4,096 patch pairs), one
+# Ray Data dataset a round: Ray Data's executor slows with the blocks a dataset holds. An 8-minute
+# refit planned at once (825 chunks) trained at 14 patch pairs/s where 17 chunks gave 55-60, its
+# executor thread busy beside the training threads (2 AVX512-BF16 cores).
+ROUND_CHUNKS = 16
+# A several-worker trial's stream is one dataset (Ray Train splits it between the workers): at
+# most this many chunks, repeated when a long run uses them up.
+MAX_DDP_CHUNKS = 32
 
 
 @dataclass(frozen=True)
@@ -97,12 +103,14 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     context = ray.data.DataContext.get_current()  # Ray:
     context.enable_progress_bars = False  # Tune's table is the progress
     context.execution_options.preserve_order = True  # the same seed gives the same batches in the same order
-    steps = config.train.max_steps or int(config.train.time_budget_s * PLANNED_STEPS_PER_S)
-    total_patches = int(1.1 * steps * data.batch_size) + data.batch_size * setup.workers
-    chunks = plan_chunks(setup.train_items, total_patches, stream_seed(config.train.seed, int(index)))
+    seed = stream_seed(config.train.seed, int(index))
     if setup.workers == 1:
-        _train_in_trial(config, chunks, setup, origin)
+        _train_in_trial(config, seed, setup, origin)
     else:
+        most = MAX_DDP_CHUNKS * PATCHES_PER_CHUNK  # also what a run with a time budget alone plans
+        steps = config.train.max_steps
+        total_patches = min(int(1.1 * steps * data.batch_size) + data.batch_size * setup.workers, most) if steps else most
+        chunks = plan_chunks(setup.train_items, total_patches, seed, PATCHES_PER_CHUNK)
         _train_with_ray_train(config, patch_stream(chunks, data.patch_spec(), setup.data_tasks), setup, origin)
 
 
@@ -116,7 +124,7 @@ def _started_at() -> float:
     return _LOADED_AT if _trials_in_process == 1 else time.time()
 
 
-def _train_in_trial(config: Config, chunks: list[Chunk], setup: TrialSetup, origin: float) -> None:
+def _train_in_trial(config: Config, seed: int, setup: TrialSetup, origin: float) -> None:
     from hpo.loop import Runtime
 
     set_threads(setup.cpus_per_worker)
@@ -126,9 +134,10 @@ def _train_in_trial(config: Config, chunks: list[Chunk], setup: TrialSetup, orig
     # The first chunk is cut right here while Ray Data starts on the rest: a stream's first batch
     # took 1.8 s on 2 busy cores (0.2 s on idle ones), most of a trial that ASHA stops after 25
     # steps, which one chunk (256 patches, 32 steps) covers. The patches are the same either way.
-    first = chunk_batches(chunks[:1], data.patch_spec(), data.batch_size, repeat=False)
-    # (A budget of one chunk or less: what follows it is the plan again, as a stream that runs out restarts.)
-    rest = _endless_batches(patch_stream(chunks[1:] or chunks, data.patch_spec(), setup.data_tasks), data.batch_size)
+    spec = data.patch_spec()
+    first = chunk_batches(plan_chunks(setup.train_items, PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK), spec,
+                          data.batch_size, repeat=False)
+    rest = _rounds(setup.train_items, seed, spec, setup.data_tasks, data.batch_size)
     run_loop(
         config,
         _chained(first, rest),
@@ -215,43 +224,90 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     )
 
 
+class _Prefetched:
+    """A generator whose first item is fetched in a thread from the start: a Ray Data stream starts
+    up (seconds on busy cores) while the training loop still has batches."""
+
+    def __init__(self, source: Generator) -> None:
+        self.source, self.head = source, {}
+        self.thread = threading.Thread(target=self._fetch, name="stream-start", daemon=True)
+        self.thread.start()
+
+    def _fetch(self) -> None:
+        try:
+            self.head["batch"] = next(self.source)
+        except BaseException as err:  # re-raised in the training thread, where it belongs
+            self.head["error"] = err
+
+    def __iter__(self) -> Generator:
+        self.thread.join()
+        if isinstance(self.head.get("error"), StopIteration):
+            return
+        if "error" in self.head:
+            raise self.head["error"]
+        yield self.head["batch"]
+        yield from self.source
+
+    def close(self) -> None:
+        self.thread.join()
+        self.source.close()
+
+
 def _chained(first: Iterator, rest: Generator) -> Generator:
     """`first`, then `rest`, whose first item is fetched in a thread meanwhile (Ray Data starts up)."""
-    head: dict[str, Any] = {}
-
-    def fetch() -> None:
-        try:
-            head["batch"] = next(rest)
-        except BaseException as err:  # re-raised in the training thread, where it belongs
-            head["error"] = err
-
-    starter = threading.Thread(target=fetch, name="stream-start", daemon=True)
-    starter.start()
+    upcoming = _Prefetched(rest)
     try:
         yield from first
-        starter.join()
-        if "error" in head:
-            raise head["error"]
-        yield head["batch"]
-        yield from rest
+        yield from upcoming
     finally:
-        starter.join()
-        rest.close()
+        upcoming.close()
+
+
+def _rounds(items: list[SplitItem], seed: int, spec, tasks: int, batch_size: int) -> Generator:
+    """Chunks 1, 2, 3, ... of the trial's plan (chunk 0 is cut in the trial), ROUND_CHUNKS to a
+    dataset, endlessly; each round starts while the one before it is being trained on."""
+
+    def round_from(first: int) -> Generator:
+        chunks = plan_chunks(items, ROUND_CHUNKS * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK, first=first)
+        return _one_pass(patch_stream(chunks, spec, tasks), batch_size)
+
+    first = 1
+    upcoming: _Prefetched | None = _Prefetched(round_from(first))
+    try:
+        while True:
+            current, upcoming = upcoming, None
+            first += ROUND_CHUNKS
+            try:
+                for batch in current:
+                    if upcoming is None:
+                        upcoming = _Prefetched(round_from(first))
+                    yield batch
+            finally:
+                current.close()
+            if upcoming is None:  # an empty round (every volume unreadable now): on to the next
+                upcoming = _Prefetched(round_from(first))
+    finally:
+        if upcoming is not None:
+            upcoming.close()
 
 
 def _endless_batches(stream, batch_size: int) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
-    # The stream is sized for the trial's step budget; should it run out, it starts again (on all
-    # ranks together: Ray Train's default split gives them equal shards).
+    # Should a several-worker trial's stream run out, it starts again (on all ranks together: Ray
+    # Train's default split gives them equal shards).
     while True:
-        batches = iter(stream.iter_torch_batches(batch_size=batch_size, drop_last=True, dtypes=torch.float32))
-        try:
-            for batch in batches:
-                yield batch["lr"], batch["hr"]  # (B, 1, p, p, p), (B, 1, sp, sp, sp)
-        finally:
-            # Ray: shuts the stream's executor down when the trial ends early (ASHA's stop ends the
-            # training thread with SystemExit). Left to the garbage collector, a stopped trial's
-            # executor went on running in the process that Tune reused for the next trials.
-            batches.close()
+        yield from _one_pass(stream, batch_size)
+
+
+def _one_pass(stream, batch_size: int) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
+    batches = iter(stream.iter_torch_batches(batch_size=batch_size, drop_last=True, dtypes=torch.float32))
+    try:
+        for batch in batches:
+            yield batch["lr"], batch["hr"]  # (B, 1, p, p, p), (B, 1, sp, sp, sp)
+    finally:
+        # Ray: shuts the stream's executor down when the trial ends early (ASHA's stop ends the
+        # training thread with SystemExit). Left to the garbage collector, a stopped trial's
+        # executor went on running in the process that Tune reused for the next trials.
+        batches.close()
 
 
 def run_loop(

@@ -36,3 +36,19 @@ def test_patch_stream_is_seeded_and_shaped(ray_cluster, anatomical):
     for k in range(3):
         lr, hr = next(local)
         assert np.array_equal(hr, np.stack([r["hr"] for r in rows[16 * k : 16 * (k + 1)]]))
+
+
+def test_a_one_worker_trial_streams_its_plan_in_rounds(ray_cluster, anatomical, monkeypatch):
+    """Round after round of datasets, the patches are the plan's chunks 1, 2, 3, ... in order."""
+    from hpo import trial
+
+    monkeypatch.setattr(trial, "ROUND_CHUNKS", 2)
+    monkeypatch.setattr(trial, "PATCHES_PER_CHUNK", 8)
+    train, _ = plan_split([str(anatomical)])
+    assert plan_chunks(train, 16, seed=5, patches_per_chunk=8, first=3) == plan_chunks(train, 40, 5, 8)[3:5]
+    rounds = trial._rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4)
+    planned = chunk_batches(plan_chunks(train, 6 * 8, seed=5, patches_per_chunk=8, first=1), SPEC, batch_size=4)
+    for _ in range(12):  # three rounds of two chunks of two batches
+        (lr, hr), (want_lr, want_hr) = next(rounds), next(planned)
+        assert np.array_equal(lr.numpy(), want_lr) and np.array_equal(hr.numpy(), want_hr)
+    rounds.close()
