@@ -168,7 +168,7 @@ def test_ray_up_mlflow_job_promote_ray_down(loopback_node, tmp_path):
         assert "succeeded" in submitted.stdout
 
         # The search's runs are in the head's MLflow; its checkpoints on the shared path.
-        client = MlflowClient(MLFLOW)
+        client = MlflowClient(MLFLOW, registry_uri=MLFLOW)
         experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
         runs = client.search_runs([experiment.experiment_id])
         parent = next(r for r in runs if r.data.tags.get(SEARCH_TAG) == "loopback")

@@ -41,7 +41,7 @@ def refit_runs(client: MlflowClient, name: str):
 
 def test_search_refit_evaluate_promote(ray_cluster, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # never the registry an earlier test set for the process
 
     # --- search with refit: the champion's configuration and the defaults, trained again longer ---
     out = run_search(tmp_path, "first", "--trials", "2", *POOR)

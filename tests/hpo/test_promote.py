@@ -38,7 +38,7 @@ def add_search(client: MlflowClient, uri: str, experiment: str, name: str, check
 
 def test_the_champion_moves_only_to_a_better_challenger(generators, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # never the registry an earlier test set for the process
     experiment = ensure_experiment(client, uri, EXPERIMENT)
     base = ["--experiment", EXPERIMENT, "--tracking-uri", uri]
 
@@ -82,7 +82,7 @@ def test_the_champion_moves_only_to_a_better_challenger(generators, tmp_path, ca
 
 def test_an_unknown_search_is_a_one_line_error(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # never the registry an earlier test set for the process
     ensure_experiment(client, uri, EXPERIMENT)
     assert promote.main(["--experiment", EXPERIMENT, "--tracking-uri", uri, "--search", "nope"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if "mlflow.store.db" not in line]  # MLflow's own set-up

@@ -88,7 +88,7 @@ def test_promote_then_superresolve_with_the_registered_model(finished_search, tm
     uri = f"sqlite:///{finished_search / 'mlflow.db'}"
     assert promote.main(["--tracking-uri", uri]) == 0
     assert promote.main(["--tracking-uri", uri]) == 0  # safe to repeat
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)  # never the registry an earlier test set for the process
     versions = client.search_model_versions("name = 'mri-sr-generator'")
     assert len(versions) == 1
     champion = client.get_model_version_by_alias("mri-sr-generator", "champion")
