@@ -25,6 +25,7 @@ from data_pipeline.patches import PatchSampler, Region, full_region
 VALIDATION_FRACTION = 0.3
 GAP_HR_VOXELS = 16
 HOLD_OUT_EVERY = 5  # with several volumes, every 5th one validates
+PATCHES_PER_CHUNK = 256  # a unit of patch production: one Ray Data task, one block
 
 Part = Literal["whole", "train", "validation"]
 
@@ -201,7 +202,7 @@ class Chunk:
 
 
 def plan_chunks(
-    items: list[SplitItem], total_patches: int, seed: int, patches_per_chunk: int = 256, first: int = 0
+    items: list[SplitItem], total_patches: int, seed: int, patches_per_chunk: int = PATCHES_PER_CHUNK, first: int = 0
 ) -> list[Chunk]:
     """Enough chunks for `total_patches`, volumes taken in turn; the same seed gives the same chunks.
 

@@ -15,8 +15,8 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
@@ -309,12 +309,15 @@ class Checks:
     scale_factor: int
     grid: str
 
-    def champion(self, checkpoint: str, storage: str) -> tuple[dict[str, float], dict[str, float]]:
-        """(the generator's metrics, cubic B-spline's) on the whole held-out regions."""
+    def score(self, checkpoint: str, storage: str) -> dict[str, float]:
+        """The metrics of the generator in `checkpoint` (in the search's storage) on the whole held-out regions."""
         with tempfile.TemporaryDirectory() as tmp:
             generator, _ = load_generator(local_copy(checkpoint, storage_filesystem(storage), tmp))
-        scores = Validator(self.whole, self.scale_factor, self.grid)(generator)
-        return scores, baselines(self.whole, self.scale_factor, self.grid, ("cubic",))["cubic"]
+        return Validator(self.whole, self.scale_factor, self.grid)(generator)
+
+    def cubic(self) -> dict[str, float]:
+        """Cubic B-spline's metrics on the whole held-out regions."""
+        return baselines(self.whole, self.scale_factor, self.grid, ("cubic",))["cubic"]
 
 
 def summarise(
@@ -341,7 +344,7 @@ def summarise(
     print(f"\n{len(results)} trials in {wall / 60:.1f} min{failed}; best by {METRIC} (dB, brain, on the validation blocks):")
     print(pd.DataFrame(table).to_string(index=False))
 
-    scores, cubic = checks.champion(checkpoint_path(best.metrics, best.path), storage)
+    scores, cubic = checks.score(checkpoint_path(best.metrics, best.path), storage), checks.cubic()
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(key, value, now, 0) for key, value in {
         f"champion/whole/{METRIC}": scores[METRIC], "champion/whole/val/ssim": scores["val/ssim"],
@@ -385,7 +388,7 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
     tracker = MlflowTracker(uri, experiment_id, parent, storage, refit_cfg.flat(), refits=refits)
     resume = args.resume and tune.Tuner.can_restore(f"{storage}/{name}-refit")
     done = refit(setup, refits, tracker, plan.max_concurrent, storage, f"{name}-refit",
-                 lambda checkpoint: prepared.checks.champion(checkpoint, storage)[0], resume=resume)
+                 lambda checkpoint: prepared.checks.score(checkpoint, storage), resume=resume)
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(f"refit/{r.name}/{HELDOUT_PREFIX}{METRIC}", r.scores[METRIC], now, 0)
                                       for r in done])

@@ -11,8 +11,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
-
 from data_pipeline.dataset import load_pairs, patch_batches, resolve_inputs
 from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm

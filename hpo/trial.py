@@ -28,7 +28,7 @@ import ray.data  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
-from data_pipeline.dataset import SplitItem, chunk_batches, plan_chunks  # noqa: E402
+from data_pipeline.dataset import PATCHES_PER_CHUNK, SplitItem, chunk_batches, plan_chunks  # noqa: E402
 from data_pipeline.degrade import get_degradation  # noqa: E402
 from data_pipeline.ray_data import patch_stream  # noqa: E402
 from hpo.config import Config  # noqa: E402
@@ -39,7 +39,6 @@ from hpo.search_space import TRIAL_INDEX  # noqa: E402
 # The trial process imports this module: it stays light (no MONAI, matplotlib, MLflow or Ray
 # Train, seconds of CPU per process). What only training needs is imported where it is used.
 
-PATCHES_PER_CHUNK = 256
 DIVERGED = "diverged"  # 1.0 in the last result of a trial whose loss became non-finite
 # A one-worker trial streams its patches in rounds of this many chunks (4,096 patch pairs), one
 # Ray Data dataset a round: Ray Data's executor slows with the blocks a dataset holds. An 8-minute
