@@ -36,6 +36,10 @@ ports=(--object-manager-port=8076 --node-manager-port=8077 --metrics-export-port
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
+# Trials at the priority of everything else on the node, not Ray's default nice 15: their torch
+# threads waited on each other whenever one lost its core (hpo/search.py, NODE_ENV).
+export RAY_worker_niceness=0
+
 mlflow_pidfile=~/.mri-sr-mlflow.pid
 
 stop_mlflow() {

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny real and synthetic NIfTI volumes written to tmp_path."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -40,10 +41,10 @@ def ray_cluster():
     """One local Ray for the whole test session: 2 CPUs, as on this machine and in CI."""
     import ray
 
-    from hpo.search import RAY_ENV
+    from hpo.search import start_ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=300 * 2**20, runtime_env={"env_vars": RAY_ENV})
+    os.environ.pop("RAY_ADDRESS", None)  # a local Ray, started the way a search starts one
+    start_ray(num_cpus=2, object_store_memory=300 * 2**20)
     yield ray
     ray.shutdown()
 

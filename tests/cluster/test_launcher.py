@@ -10,6 +10,7 @@ MLflow, `hpo/promote.py` promotes through the MLflow port, and `ray down` leaves
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -166,6 +167,11 @@ def test_ray_up_mlflow_job_promote_ray_down(loopback_node, tmp_path):
                         "--", "python", "hpo/search.py", "--fast", "--trials", "2", "--name", "loopback",
                         env=job_env, timeout=900, log=log)
         assert "succeeded" in submitted.stdout
+        # Trials run at the priority of the job's driver, not Ray's default nice 15 (start-node.sh).
+        niceness = run("ray", "job", "submit", "--address", DASHBOARD, "--", "python", "-c",
+                       "import os, ray; print('nice', os.nice(0), ray.get(ray.remote(lambda: os.nice(0)).remote()))",
+                       env=job_env, timeout=300, log=log)
+        assert re.search(r"^nice (\d+) \1$", niceness.stdout, re.M), niceness.stdout
 
         # The search's runs are in the head's MLflow; its checkpoints on the shared path.
         client = MlflowClient(MLFLOW, registry_uri=MLFLOW)
