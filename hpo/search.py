@@ -401,18 +401,19 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
     client.log_batch(parent, metrics=[Metric(f"refit/{r.name}/{HELDOUT_PREFIX}{METRIC}", r.scores[METRIC], now, 0)
                                       for r in done])
     print("\non the whole held-out regions (PSNR in brain; the same regions for every row):")
-    labels = {CHAMPION: "refit: the champion's configuration", DEFAULTS: "refit: the defaults (control)"}
+    # The control is what a plain `hpo/train.py` run trains: the defaults, with the same budget.
+    labels = {CHAMPION: "refit: the champion's configuration", DEFAULTS: "refit: the defaults, as hpo/train.py"}
     rows = [(labels[r.name], r.steps, r.scores[METRIC], r.scores["val/ssim"]) for r in done]
     rows.append((f"best trial {best.result.metrics['trial_id']}", int(best.result.metrics.get("step", 0)),
                  best.scores[METRIC], best.scores["val/ssim"]))
-    print(f"  {'':<34} {'steps':>7} {'PSNR':>9} {'SSIM':>6}")
+    print(f"  {'':<37} {'steps':>7} {'PSNR':>9} {'SSIM':>6}")
     for label, step, psnr, ssim in rows:
-        print(f"  {label:<34} {step:>7} {psnr:>6.2f} dB {ssim:>6.3f}")
-    print(f"  {'cubic B-spline':<34} {'':>7} {best.cubic['psnr']:>6.2f} dB {best.cubic['ssim']:>6.3f}")
+        print(f"  {label:<37} {step:>7} {psnr:>6.2f} dB {ssim:>6.3f}")
+    print(f"  {'cubic B-spline':<37} {'':>7} {best.cubic['psnr']:>6.2f} dB {best.cubic['ssim']:>6.3f}")
     if not done:
         print("no refit run finished; promotion offers the best trial")
         return
-    verdict = {CHAMPION: "the search's configuration beats its defaults",
+    verdict = {CHAMPION: "the search's configuration beats the defaults at the same budget",
                DEFAULTS: "the defaults beat the search's configuration: the search found nothing better for this budget"}
     if len(done) > 1:
         print(f"{verdict[done[0].name]} by {done[0].scores[METRIC] - done[1].scores[METRIC]:+.2f} dB")

@@ -56,7 +56,7 @@ def test_search_refit_evaluate_promote(ray_cluster, tmp_path, capsys):
         assert parent.data.metrics[f"refit/{run.data.tags[REFIT_TAG]}/{HELDOUT_PREFIX}{METRIC}"] == \
             run.data.metrics[f"{HELDOUT_PREFIX}{METRIC}"]
     assert "refit: the champion's configuration" in out and "cubic B-spline" in out
-    assert ("refit: the defaults (control)" in out) == (len(refits) == 2)
+    assert ("refit: the defaults, as hpo/train.py" in out) == (len(refits) == 2)
     best = max(refits, key=lambda r: r.data.metrics[f"{HELDOUT_PREFIX}{METRIC}"])
     assert f"promotion offers refit-{best.data.tags[REFIT_TAG]} (run {best.info.run_id})" in out
 
