@@ -43,3 +43,17 @@ def test_ssim_mask_selects_the_region():
     mask[:7] = True  # windows (radius 5) of these voxels stay clear of the noisy half
     assert ssim(sr, hr, mask) == pytest.approx(1.0, abs=1e-4)
     assert ssim(sr, hr) < 0.9
+
+
+def test_ssim_is_monais_map_computed_one_axis_at_a_time():
+    from monai.metrics.regression import compute_ssim_and_cs
+
+    generator = torch.Generator().manual_seed(0)
+    hr = torch.rand((30, 26, 22), generator=generator)
+    sr = (hr + 0.1 * torch.randn(hr.shape, generator=generator)).clamp(0, 1)
+    mask = hr > 0.4
+    reference, _ = compute_ssim_and_cs(sr[None, None], hr[None, None], spatial_dims=3, kernel_size=[11] * 3,
+                                       kernel_sigma=[1.5] * 3, data_range=1.0)
+    inner = mask[5:-5, 5:-5, 5:-5]
+    assert ssim(sr, hr) == pytest.approx(float(reference.mean()), abs=1e-5)
+    assert ssim(sr, hr, mask) == pytest.approx(float(reference[0, 0][inner].mean()), abs=1e-5)
