@@ -40,14 +40,19 @@ from hpo.search_space import TRIAL_INDEX  # noqa: E402
 # Train, seconds of CPU per process). What only training needs is imported where it is used.
 
 DIVERGED = "diverged"  # 1.0 in the last result of a trial whose loss became non-finite
-# A one-worker trial streams its patches in rounds of this many chunks (4,096 patch pairs), one
-# Ray Data dataset a round: Ray Data's executor slows with the blocks a dataset holds. An 8-minute
-# refit planned at once (825 chunks) trained at 14 patch pairs/s where 17 chunks gave 55-60, its
-# executor thread busy beside the training threads (2 AVX512-BF16 cores).
-ROUND_CHUNKS = 16
+# A one-worker trial streams its patches in rounds of this many chunks (2,048 patch pairs), one
+# Ray Data dataset a round, the next started when half of one is trained on: Ray Data's executor
+# slows with the blocks a dataset holds (an 8-minute refit planned at once, 825 chunks, trained at
+# 14 patch pairs/s where 17 chunks gave 55-60), and Ray Data cuts ahead as far as memory allows, so
+# a stream planned far beyond what a trial trains before ASHA stops it is cut for nothing.
+ROUND_CHUNKS = 8
 # A several-worker trial's stream is one dataset (Ray Train splits it between the workers): at
 # most this many chunks, repeated when a long run uses them up.
 MAX_DDP_CHUNKS = 32
+# A one-worker trial cuts its first chunks itself (512 patch pairs: 64 steps of 8) and starts its
+# Ray Data stream once ASHA's first decision is behind it and this many of those batches are left.
+LOCAL_CHUNKS = 2
+LEAD_STEPS = 24
 
 
 @dataclass(frozen=True)
@@ -107,10 +112,15 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         _train_in_trial(config, seed, setup, origin)
     else:
         most = MAX_DDP_CHUNKS * PATCHES_PER_CHUNK  # also what a run with a time budget alone plans
-        steps = config.train.max_steps
-        total_patches = min(int(1.1 * steps * data.batch_size) + data.batch_size * setup.workers, most) if steps else most
-        chunks = plan_chunks(setup.train_items, total_patches, seed, PATCHES_PER_CHUNK)
+        chunks = plan_chunks(setup.train_items, min(planned_patches(config, setup.workers) or most, most), seed,
+                             PATCHES_PER_CHUNK)
         _train_with_ray_train(config, patch_stream(chunks, data.patch_spec(), setup.data_tasks), setup, origin)
+
+
+def planned_patches(config: Config, workers: int = 1) -> int | None:
+    """The patch pairs a run with a step budget plans (10 % spare); None for a time budget alone."""
+    steps, batch = config.train.max_steps, config.data.batch_size
+    return int(1.1 * steps * batch) + batch * workers if steps else None
 
 
 _trials_in_process = 0
@@ -130,16 +140,28 @@ def _train_in_trial(config: Config, seed: int, setup: TrialSetup, origin: float)
     # Ray: Tune gives this process the trial's GPU (CUDA_VISIBLE_DEVICES), so it is device 0.
     device = torch.device("cuda" if setup.gpus_per_worker else "cpu")
     data = config.data
-    # The first chunk is cut right here while Ray Data starts on the rest: a stream's first batch
-    # took 1.8 s on 2 busy cores (0.2 s on idle ones), most of a trial that ASHA stops after 25
-    # steps, which one chunk (256 patches, 32 steps) covers. The patches are the same either way.
+    # The first chunks are cut right here, and Ray Data starts on the rest only once the trial has
+    # passed ASHA's first decision (`eval_every` steps) with LEAD_STEPS batches still in hand: most
+    # trials end at that decision, and starting a stream they never used cost each of them seconds
+    # of both cores (a 25-step trial took 8-14 s in a search, 4 s in plain processes). Cutting a
+    # chunk here takes milliseconds once the volume is read. The patches are the same either way.
     spec = data.patch_spec()
-    first = chunk_batches(plan_chunks(setup.train_items, PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK), spec,
-                          data.batch_size, repeat=False)
-    rest = _rounds(setup.train_items, seed, spec, setup.data_tasks, data.batch_size)
+    local = LOCAL_CHUNKS * PATCHES_PER_CHUNK
+    first = chunk_batches(plan_chunks(setup.train_items, local, seed, PATCHES_PER_CHUNK), spec, data.batch_size,
+                          repeat=False)
+    planned = planned_patches(config)
+    end = -(-planned // PATCHES_PER_CHUNK) if planned else None  # the chunks a step budget plans
+    if end is not None and end <= LOCAL_CHUNKS:
+        start_after = local  # all cut here: a stream only should these run short
+    else:
+        start_after = max(0, min(config.train.eval_every, local // data.batch_size - LEAD_STEPS))
+
+    def rest() -> Generator:
+        return _rounds(setup.train_items, seed, spec, setup.data_tasks, data.batch_size, first=LOCAL_CHUNKS, end=end)
+
     run_loop(
         config,
-        _chained(first, rest),
+        _chained(first, rest, start_after),
         Runtime(device=device),
         setup.val_cases,
         report=tune.report,  # Ray:
@@ -252,39 +274,56 @@ class _Prefetched:
         self.source.close()
 
 
-def _chained(first: Iterator, rest: Generator) -> Generator:
-    """`first`, then `rest`, whose first item is fetched in a thread meanwhile (Ray Data starts up)."""
-    upcoming = _Prefetched(rest)
+def _chained(first: Iterator, rest: Callable[[], Generator], start_after: int) -> Generator:
+    """`first`, then `rest()`, started in a thread (Ray Data starts up) once `start_after` items of `first` are out."""
+    upcoming: _Prefetched | None = None
     try:
-        yield from first
+        for count, item in enumerate(first):
+            if count == start_after:
+                upcoming = _Prefetched(rest())
+            yield item
+        if upcoming is None:  # `first` ran out before `start_after`
+            upcoming = _Prefetched(rest())
         yield from upcoming
     finally:
-        upcoming.close()
+        if upcoming is not None:
+            upcoming.close()
 
 
-def _rounds(items: list[SplitItem], seed: int, spec, tasks: int, batch_size: int) -> Generator:
-    """Chunks 1, 2, 3, ... of the trial's plan (chunk 0 is cut in the trial), ROUND_CHUNKS to a
-    dataset, endlessly; each round starts while the one before it is being trained on."""
+def _rounds(
+    items: list[SplitItem], seed: int, spec, tasks: int, batch_size: int, first: int, end: int | None = None
+) -> Generator:
+    """Chunks `first`, `first` + 1, ... of the trial's plan (those before it are cut in the trial),
+    ROUND_CHUNKS to a dataset, for as long as the trial trains.
 
-    def round_from(first: int) -> Generator:
-        chunks = plan_chunks(items, ROUND_CHUNKS * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK, first=first)
+    The next round starts when half of one is trained on, up to chunk `end` (what a step budget
+    plans; None: no end). Past it, a trial that still trains (a volume became unreadable and its
+    chunks came out empty) gets more rounds, each when it needs it.
+    """
+
+    def size(start: int) -> int:
+        return min(ROUND_CHUNKS, end - start) if end is not None and start < end else ROUND_CHUNKS
+
+    def round_from(start: int) -> Generator:
+        chunks = plan_chunks(items, size(start) * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK, first=start)
         return _one_pass(patch_stream(chunks, spec, tasks), batch_size)
 
-    first = 1
-    upcoming: _Prefetched | None = _Prefetched(round_from(first))
+    half = max(1, ROUND_CHUNKS * PATCHES_PER_CHUNK // batch_size // 2)
+    start = first
+    upcoming: _Prefetched | None = _Prefetched(round_from(start))
     try:
         while True:
             current, upcoming = upcoming, None
-            first += ROUND_CHUNKS
+            start += size(start)
             try:
-                for batch in current:
-                    if upcoming is None:
-                        upcoming = _Prefetched(round_from(first))
+                for count, batch in enumerate(current):
+                    if count == half and (end is None or start < end):
+                        upcoming = _Prefetched(round_from(start))
                     yield batch
             finally:
                 current.close()
-            if upcoming is None:  # an empty round (every volume unreadable now): on to the next
-                upcoming = _Prefetched(round_from(first))
+            if upcoming is None:  # past the plan's end, or a round shorter than planned
+                upcoming = _Prefetched(round_from(start))
     finally:
         if upcoming is not None:
             upcoming.close()

@@ -46,9 +46,52 @@ def test_a_one_worker_trial_streams_its_plan_in_rounds(ray_cluster, anatomical, 
     monkeypatch.setattr(trial, "PATCHES_PER_CHUNK", 8)
     train, _ = plan_split([str(anatomical)])
     assert plan_chunks(train, 16, seed=5, patches_per_chunk=8, first=3) == plan_chunks(train, 40, 5, 8)[3:5]
-    rounds = trial._rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4)
+    rounds = trial._rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4, first=1)
     planned = chunk_batches(plan_chunks(train, 6 * 8, seed=5, patches_per_chunk=8, first=1), SPEC, batch_size=4)
     for _ in range(12):  # three rounds of two chunks of two batches
         (lr, hr), (want_lr, want_hr) = next(rounds), next(planned)
         assert np.array_equal(lr.numpy(), want_lr) and np.array_equal(hr.numpy(), want_hr)
+    rounds.close()
+
+
+def test_a_trial_starts_its_ray_data_stream_only_past_the_first_decision():
+    """Trials that ASHA stops at its first rung never start a stream they would not use."""
+    from hpo import trial
+
+    started = []
+
+    def rest():
+        started.append(len(started))
+        return (batch for batch in ["r0", "r1"])
+
+    chained = trial._chained(iter(["a", "b", "c"]), rest, start_after=2)
+    assert [next(chained), next(chained)] == ["a", "b"] and not started
+    assert list(chained) == ["c", "r0", "r1"] and started == [0]
+    # a first part shorter than start_after still hands on to the stream
+    assert list(trial._chained(iter(["a"]), rest, start_after=5)) == ["a", "r0", "r1"]
+
+
+def test_rounds_stop_where_the_step_budget_ends_unless_the_trial_needs_more(ray_cluster, anatomical, monkeypatch):
+    """Ray Data cuts ahead: a round planned past a trial's budget was cut for nothing."""
+    from hpo import trial
+
+    monkeypatch.setattr(trial, "ROUND_CHUNKS", 2)
+    monkeypatch.setattr(trial, "PATCHES_PER_CHUNK", 8)
+    planned = []
+    real_plan = trial.plan_chunks
+
+    def recording_plan(items, total, seed, per_chunk, first=0):
+        planned.append((first, total // per_chunk))
+        return real_plan(items, total, seed, per_chunk, first=first)
+
+    monkeypatch.setattr(trial, "plan_chunks", recording_plan)
+    train, _ = plan_split([str(anatomical)])
+    rounds = trial._rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4, first=1, end=4)
+    want = chunk_batches(real_plan(train, 5 * 8, seed=5, patches_per_chunk=8, first=1), SPEC, batch_size=4)
+    for _ in range(6):  # chunks 1-3, two batches each: the plan up to its end
+        (lr, _), (want_lr, _) = next(rounds), next(want)
+        assert np.array_equal(lr.numpy(), want_lr)
+    assert planned == [(1, 2), (3, 1)]  # nothing started past the end
+    (lr, _), (want_lr, _) = next(rounds), next(want)  # the trial wants more: chunk 4 on
+    assert np.array_equal(lr.numpy(), want_lr) and planned[-1] == (4, 2)
     rounds.close()
