@@ -413,10 +413,11 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
     if not done:
         print("no refit run finished; promotion offers the best trial")
         return
-    verdict = {CHAMPION: "the search's configuration beats the defaults at the same budget",
-               DEFAULTS: "the defaults beat the search's configuration: the search found nothing better for this budget"}
     if len(done) > 1:
-        print(f"{verdict[done[0].name]} by {done[0].scores[METRIC] - done[1].scores[METRIC]:+.2f} dB")
+        margin = f"{done[0].scores[METRIC] - done[1].scores[METRIC]:+.2f} dB"
+        print({CHAMPION: f"the search's configuration beats the defaults by {margin} at the same budget",
+               DEFAULTS: f"the defaults beat the search's configuration by {margin}: the search found nothing "
+                         "better for this budget"}[done[0].name])
     print(f"promotion offers refit-{done[0].name} (run {done[0].run_id})")
 
 
