@@ -60,8 +60,8 @@ RAY_ENV = {
 }
 # Read by the raylet when a node starts (cluster/start-node.sh exports it too). Ray starts its
 # workers at nice 15, below its own services and the driver; a trial's torch threads then wait
-# on each other whenever one of them loses its core to the driver's MLflow writes: an 8-minute
-# refit trained 720 steps per 90 s at nice 15 and 862 at nice 0 (2 AVX512-BF16 cores).
+# on each other whenever one of them loses its core to the driver's MLflow writes: a refit
+# trained 720 steps in 90 s at nice 15 and 862 at nice 0 (2 AVX512-BF16 cores).
 NODE_ENV = {"RAY_worker_niceness": "0"}
 
 

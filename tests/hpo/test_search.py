@@ -163,7 +163,7 @@ def test_mlflow_server_shows_what_a_user_browses(finished_search):
 
 
 def test_trials_run_at_the_priority_of_the_search(ray_cluster):
-    # At Ray's default nice 15 an 8-minute refit lost a sixth of its steps (hpo/search.py, NODE_ENV).
+    # At Ray's default nice 15 a refit lost a sixth of its steps (hpo/search.py, NODE_ENV).
     assert ray_cluster.get(ray_cluster.remote(lambda: os.nice(0)).remote()) == os.nice(0)
 
 
