@@ -33,7 +33,10 @@ from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import is_uri, read_volume, typical_voxel_mm
 from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
-from hpo.refit import CHAMPION, DEFAULTS, candidates, refit, refit_config, refit_setup
+from hpo.refit import (
+    CHAMPION, DEFAULTS, PACE_SECONDS, REFIT_TIME_CAP, candidates, plain_pace, refit, refit_config, refit_setup,
+    refit_steps,
+)
 from hpo.resources import ResourceError, nodes_to_plan_for, plan_refit, plan_resources
 from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import numbered_space, searched_keys
@@ -63,6 +66,7 @@ RAY_ENV = {
 # on each other whenever one of them loses its core to the driver's MLflow writes: a refit
 # trained 720 steps in 90 s at nice 15 and 862 at nice 0 (2 AVX512-BF16 cores).
 NODE_ENV = {"RAY_worker_niceness": "0"}
+REFIT_STEPS_PARAM = "refit.steps"  # on the parent run: the refit's step budget, measured once
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,10 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config field for every trial, e.g. --set data.degradation=kspace")
     p.add_argument("--refit-minutes", type=float, default=Config().train.time_budget_s / 60,
-                   help="after the search, train the best configuration (and the defaults, as a control) again "
-                        "for this long each: what one hpo/train.py run gets by default; 0: no refit")
+                   help="after the search, train the best configuration (and the defaults, as a control) again, "
+                        "each for the steps that hpo/train.py trains in this many minutes (its pace is timed "
+                        "where a refit runs; default: what one hpo/train.py run gets); 0: no refit")
     p.add_argument("--refit-steps", type=int,
-                   help="a step budget for each refit run as well (default: none; 8 with --fast); 0: no refit")
+                   help="the refit's step budget instead of a timed one (--refit-minutes then limits its time; "
+                        "8 with --fast); 0: no refit")
     p.add_argument("--no-control", action="store_true",
                    help="refit the best configuration only, not the defaults beside it")
     p.add_argument("--search-augmentation", action="store_true",
@@ -381,15 +387,20 @@ def refit_wanted(args: argparse.Namespace) -> bool:
 def run_refits(args, config: Config, prepared: Prepared, best: Best, client: MlflowClient, parent: str, uri: str,
                experiment_id: str, storage: str, name: str) -> None:
     """Train the champion's configuration (and the defaults) with a full budget; print and log how they score."""
-    steps = args.refit_steps if args.refit_steps is not None else (2 * config.train.max_steps if args.fast else 0)
-    refit_cfg = refit_config(config, args.refit_minutes, steps, args.fast)
     try:
         plan = plan_refit(cluster_nodes(), args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
                           args.data_cpus_per_trial)
     except ResourceError as err:
         raise SearchError(str(err)) from None
     refits = candidates(best.result.config, config.flat(), control=not args.no_control)
-    budget = f"{args.refit_minutes:g} min" + (f" or {steps} steps" if steps else "")
+    if args.refit_steps is not None or args.fast:
+        steps = args.refit_steps if args.refit_steps is not None else 2 * config.train.max_steps
+        refit_cfg = refit_config(config, args.refit_minutes, steps, args.fast)
+        budget = f"{args.refit_minutes:g} min or {steps} steps, whichever ends first,"
+    else:
+        steps = plain_run_steps(client, parent, config, prepared, plan, args.refit_minutes)
+        refit_cfg = refit_config(config, args.refit_minutes, steps, fast=False, time_cap=REFIT_TIME_CAP)
+        budget = f"{steps} steps (what hpo/train.py trains in {args.refit_minutes:g} min here)"
     print(f"\nrefit: {', '.join(refits)} configuration(s), {budget} each, {plan.max_concurrent} at once, each "
           f"{plan.workers} worker(s) x {plan.cpus_per_worker:g} CPU + {plan.gpus_per_worker:g} GPU", flush=True)
     setup = refit_setup(prepared.setup, refit_cfg, plan, f"{storage}/{name}-refit-train")
@@ -419,6 +430,24 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
                DEFAULTS: f"the defaults beat the search's configuration by {margin}: the search found nothing "
                          "better for this budget"}[done[0].name])
     print(f"promotion offers refit-{done[0].name} (run {done[0].run_id})")
+
+
+def plain_run_steps(client: MlflowClient, parent: str, config: Config, prepared: Prepared, plan, minutes: float) -> int:
+    """The refit's step budget: `hpo/train.py`'s pace where a refit runs, times the minutes.
+
+    Recorded on the parent run (`refit.steps`), so a resumed search refits with the same budget.
+    """
+    recorded = client.get_run(parent).data.params.get(REFIT_STEPS_PARAM)
+    if recorded is not None:
+        return int(recorded)
+    defaults = Config.from_dict(prepared.setup.base_config)
+    print(f"refit budget: timing hpo/train.py's loop for {PACE_SECONDS:g} s where a refit runs ...", flush=True)
+    pace = plain_pace(defaults, prepared.setup.train_items, plan.cpus_per_worker, plan.gpus_per_worker)
+    steps = refit_steps(pace, minutes)
+    print(f"refit budget: {pace:.2f} steps/s, {steps} steps in {minutes:g} min", flush=True)
+    client.log_param(parent, REFIT_STEPS_PARAM, steps)
+    client.log_metric(parent, "refit/plain_steps_per_s", pace)
+    return steps
 
 
 def print_links(client: MlflowClient, parent: str, args, uri: str, name: str, skipped: int) -> None:

@@ -1,7 +1,9 @@
-"""What a refit trains: the champion's searched values and, as a control, the defaults of the same keys."""
+"""What a refit trains: the champion's searched values and, as a control, the defaults of the same keys,
+for the steps a plain hpo/train.py run trains in the same minutes."""
 
-from hpo.config import Config
-from hpo.refit import CHAMPION, DEFAULTS, candidates, refit_config
+from data_pipeline.dataset import plan_split
+from hpo.config import SMOKE, Config
+from hpo.refit import CHAMPION, DEFAULTS, REFIT_TIME_CAP, candidates, plain_pace, refit_config, refit_steps
 from hpo.search_space import TRIAL_INDEX
 
 DEFAULTS_FLAT = Config().flat()
@@ -27,3 +29,30 @@ def test_the_refit_budget_is_a_plain_training_run():
     refit = refit_config(search, minutes=8, steps=0, fast=False)
     assert refit.train == Config().train  # what hpo/train.py gets: 8 minutes, evaluations every 250 steps
     assert refit_config(search, minutes=8, steps=8, fast=True).train.eval_every == 25
+
+
+def test_a_refit_budget_is_counted_in_steps_with_time_to_spare():
+    search = Config().override({"train.max_steps": 400, "train.eval_every": 25})
+    refit = refit_config(search, minutes=8, steps=refit_steps(10.4, 8), fast=False, time_cap=REFIT_TIME_CAP)
+    assert refit.train.max_steps == 4992  # 10.4 steps/s for 480 s, what hpo/train.py trains at that pace
+    assert refit.train.time_budget_s == 480 * REFIT_TIME_CAP and refit.train.eval_every == Config().train.eval_every
+
+
+def test_the_plain_pace_is_timed_on_a_node_where_a_refit_runs(ray_cluster, anatomical):
+    train_items, _ = plan_split([str(anatomical)])
+    pace = plain_pace(Config().override(SMOKE), train_items, cpus=1, gpus=0, seconds=3)
+    # A step of the smoke model takes milliseconds; timing from the first step (oneDNN's set-up)
+    # or counting stamps that no step took would give a rate far off, and nothing a failure.
+    assert 5 < pace < 5000
+
+
+def test_a_resumed_search_refits_with_the_budget_it_measured(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from hpo.search import REFIT_STEPS_PARAM, plain_run_steps
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    parent = client.create_run(client.create_experiment("x")).info.run_id
+    client.log_param(parent, REFIT_STEPS_PARAM, 5123)
+    # No pace is timed (it would need the search's data and a Ray cluster: None here).
+    assert plain_run_steps(client, parent, Config(), prepared=None, plan=None, minutes=8) == 5123
