@@ -123,12 +123,16 @@ OBJECT_STORE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_I
                     "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
 
 
-def start_ray(**init_args) -> None:
-    """Joins the cluster that RAY_ADDRESS names, or starts a local one (`init_args`: ray.init's)."""
+def start_ray(dashboard: bool = True, **init_args) -> None:
+    """Joins the cluster that RAY_ADDRESS names, or starts a local one (`init_args`: ray.init's).
+
+    A local Ray needs its dashboard only where trials run Ray Train (several workers a trial):
+    Train V2 frees the workers of trials that ASHA stops by asking it (../shared/RAY_NOTES.md).
+    One-worker trials never start Train, and the dashboard and its agent took 11 of the 25
+    CPU-seconds Ray's services spent in a 16-trial search on 2 cores, each one a trial's.
+    """
     if ray.is_initialized():
         return
-    # RAY_ADDRESS set: join that cluster. Unset: start a local one, dashboard included (without it,
-    # Train V2 cannot free the workers of trials that ASHA stops; ../shared/RAY_NOTES.md).
     address = os.environ.get("RAY_ADDRESS")
     # An S3-compatible store other than AWS's (MinIO, Ceph, a test server) is named by its
     # endpoint and keys where the search runs; trials and data tasks read the same objects.
@@ -139,6 +143,7 @@ def start_ray(**init_args) -> None:
         env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
         for key, value in NODE_ENV.items():
             os.environ.setdefault(key, value)
+        init_args.setdefault("include_dashboard", dashboard)
     ray.init(address=address, runtime_env={"env_vars": env}, **init_args)
 
 
@@ -261,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume and tune.Tuner.can_restore(run_path):
         return error(f"a search named {name!r} exists at {run_path}: add --resume, or pick another --name")
 
-    start_ray()
+    start_ray(dashboard=args.workers_per_trial > 1)
+    # MLflow draws a progress bar (and starts a monitor thread) for every model it logs: one per
+    # trial, unread between Tune's tables.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         prepared = prepare(args, config, storage, name)
     except SearchError as err:

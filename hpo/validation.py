@@ -129,7 +129,7 @@ def score(sr: np.ndarray, case: ValidationCase) -> dict[str, float]:
 def _errors(sr: np.ndarray, case: ValidationCase) -> dict[str, float]:
     """What pooling needs of one case: squared errors summed in the brain and overall, the counts, brain SSIM."""
     sr_t = torch.from_numpy(np.ascontiguousarray(sr[case.crop] / case.hr_max, dtype=np.float32))
-    hr_t, mask_t = torch.from_numpy(case.hr.astype(np.float32)), torch.from_numpy(case.mask)
+    hr_t, mask_t = torch.from_numpy(case.hr.astype(np.float32)), torch.tensor(case.mask)
     err = (sr_t.double() - hr_t.double()) ** 2
     return {
         "se_brain": float(err[mask_t].sum()), "n_brain": float(mask_t.sum()),
@@ -192,7 +192,7 @@ class Validator:
             start = time.perf_counter()
             sr = sliding_window_superresolve(
                 generator,
-                torch.from_numpy(case.lr)[None, None],
+                torch.tensor(case.lr)[None, None],  # a copy: cases from the object store are read-only
                 self.scale_factor,
                 self.grid,
                 roi_size=tuple(min(VALIDATION_ROI, n) for n in case.lr.shape),  # never pad a small case
