@@ -30,7 +30,7 @@ from data_pipeline.intensity import IntensityNorm
 from data_pipeline.interpolate import interpolate
 from data_pipeline.nifti import VolumeError, read_bytes, read_volume
 from hpo.preview import save_preview
-from hpo.runtime import pick_device, set_threads
+from hpo.runtime import inference_dtype, pick_device, set_threads
 from hpo.superresolve import load_model
 from hpo.validation import ValidationCase, make_cases, score
 from models.inference import sliding_window_superresolve
@@ -96,7 +96,7 @@ def evaluate_volume(generator, meta: dict, path: str, mask_path: str | None, deg
     with torch.no_grad():
         sr = sliding_window_superresolve(
             generator.to(device), torch.from_numpy(case.lr)[None, None], s, grid, device=device,
-            autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+            autocast_dtype=inference_dtype(device),
         )[0, 0].numpy()
     rows["generator"] = {**scores_of(sr, case), "seconds": time.perf_counter() - start}
     cubic = interpolated["cubic"]

@@ -20,7 +20,7 @@ from torch import nn
 from data_pipeline.geometry import upsampled_affine
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import Volume, VolumeError, read_volume, voxel_sizes, write_volume
-from hpo.runtime import pick_device, set_threads
+from hpo.runtime import inference_dtype, pick_device, set_threads
 from models.checkpoint import CONFIG_FILE, load_generator
 from models.inference import sliding_window_superresolve
 
@@ -91,7 +91,7 @@ def superresolve_volume(
         batch_size=batch_size,
         overlap=overlap,
         device=device,
-        autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        autocast_dtype=inference_dtype(device),
         progress=progress,
     )
     data = sr[0, 0].numpy() * scale
