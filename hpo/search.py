@@ -128,8 +128,8 @@ def start_ray(dashboard: bool = True, **init_args) -> None:
 
     A local Ray needs its dashboard only where trials run Ray Train (several workers a trial):
     Train V2 frees the workers of trials that ASHA stops by asking it (../shared/RAY_NOTES.md).
-    One-worker trials never start Train, and the dashboard and its agent took 11 of the 25
-    CPU-seconds Ray's services spent in a 16-trial search on 2 cores, each one a trial's.
+    One-worker trials never start Train, and the dashboard took 8 of the 25 CPU-seconds Ray's
+    services spent in a 16-trial search on 2 cores, each one a trial's (1 without it).
     """
     if ray.is_initialized():
         return
@@ -440,7 +440,8 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
     print(f"promotion offers refit-{done[0].name} (run {done[0].run_id})")
 
 
-def plain_run_steps(client: MlflowClient, parent: str, config: Config, prepared: Prepared, plan, minutes: float) -> int:
+def plain_run_steps(client: MlflowClient, parent: str, config: Config, prepared: Prepared, plan, minutes: float,
+                    seconds: float = PACE_SECONDS) -> int:
     """The refit's step budget: `hpo/train.py`'s pace where a refit runs, times the minutes.
 
     Recorded on the parent run (`refit.steps`), so a resumed search refits with the same budget.
@@ -449,8 +450,8 @@ def plain_run_steps(client: MlflowClient, parent: str, config: Config, prepared:
     if recorded is not None:
         return int(recorded)
     defaults = Config.from_dict(prepared.setup.base_config)
-    print(f"refit budget: timing hpo/train.py's loop for {PACE_SECONDS:g} s where a refit runs ...", flush=True)
-    pace = plain_pace(defaults, prepared.setup.train_items, plan.cpus_per_worker, plan.gpus_per_worker)
+    print(f"refit budget: timing hpo/train.py's loop for {seconds:g} s where a refit runs ...", flush=True)
+    pace = plain_pace(defaults, prepared.setup.train_items, plan.cpus_per_worker, plan.gpus_per_worker, seconds)
     steps = refit_steps(pace, minutes)
     print(f"refit budget: {pace:.2f} steps/s, {steps} steps in {minutes:g} min", flush=True)
     client.log_param(parent, REFIT_STEPS_PARAM, steps)
