@@ -13,7 +13,7 @@ Starting afresh beat continuing from the trial's checkpoint (README, "Refit").
 The budget is counted in steps: as many as `hpo/train.py` trains in `--refit-minutes` where a refit
 runs, measured there first (`plain_pace`). A refit trains inside a Tune trial fed by Ray Data, 5 to
 20 % slower than a plain process; with a time budget it trained fewer steps than the plain run it
-is compared with, and lost to it (4,169 against 5,176 steps in 8 minutes, 33.12 against 33.38 dB).
+is compared with, and lost to it (4,169 against 5,176 steps in 8 minutes, 33.12 against 33.30 dB).
 """
 
 import dataclasses

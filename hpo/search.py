@@ -406,7 +406,7 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
         refit_cfg = refit_config(config, args.refit_minutes, steps, args.fast)
         budget = f"{args.refit_minutes:g} min or {steps} steps, whichever ends first,"
     else:
-        steps = plain_run_steps(client, parent, config, prepared, plan, args.refit_minutes)
+        steps = plain_run_steps(client, parent, prepared, plan, args.refit_minutes)
         refit_cfg = refit_config(config, args.refit_minutes, steps, fast=False, time_cap=REFIT_TIME_CAP)
         budget = f"{steps} steps (what hpo/train.py trains in {args.refit_minutes:g} min here)"
     print(f"\nrefit: {', '.join(refits)} configuration(s), {budget} each, {plan.max_concurrent} at once, each "
@@ -440,7 +440,7 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
     print(f"promotion offers refit-{done[0].name} (run {done[0].run_id})")
 
 
-def plain_run_steps(client: MlflowClient, parent: str, config: Config, prepared: Prepared, plan, minutes: float,
+def plain_run_steps(client: MlflowClient, parent: str, prepared: Prepared, plan, minutes: float,
                     seconds: float = PACE_SECONDS) -> int:
     """The refit's step budget: `hpo/train.py`'s pace where a refit runs, times the minutes.
 

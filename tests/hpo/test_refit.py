@@ -55,7 +55,7 @@ def test_a_resumed_search_refits_with_the_budget_it_measured(tmp_path):
     parent = client.create_run(client.create_experiment("x")).info.run_id
     client.log_param(parent, REFIT_STEPS_PARAM, 5123)
     # No pace is timed (it would need the search's data and a Ray cluster: None here).
-    assert plain_run_steps(client, parent, Config(), prepared=None, plan=None, minutes=8) == 5123
+    assert plain_run_steps(client, parent, prepared=None, plan=None, minutes=8) == 5123
 
 
 def test_a_search_times_its_refit_budget_once_and_records_it(ray_cluster, tmp_path, anatomical):
@@ -70,8 +70,8 @@ def test_a_search_times_its_refit_budget_once_and_records_it(ray_cluster, tmp_pa
     train_items, _ = plan_split([str(anatomical)])
     prepared = SimpleNamespace(setup=SimpleNamespace(base_config=Config().override(SMOKE).to_dict(), train_items=train_items))
     plan = SimpleNamespace(cpus_per_worker=1, gpus_per_worker=0)
-    steps = plain_run_steps(client, parent, Config(), prepared, plan, minutes=0.5, seconds=3)
+    steps = plain_run_steps(client, parent, prepared, plan, minutes=0.5, seconds=3)
     run = client.get_run(parent)
     assert int(run.data.params[REFIT_STEPS_PARAM]) == steps
     assert steps == refit_steps(run.data.metrics["refit/plain_steps_per_s"], 0.5)
-    assert plain_run_steps(client, parent, Config(), None, None, minutes=0.5) == steps  # not timed again
+    assert plain_run_steps(client, parent, None, None, minutes=0.5) == steps  # not timed again
