@@ -43,6 +43,7 @@ FIRST_REFIT_INDEX = 1_000_000
 PACE_WARMUP_STEPS = 10
 PACE_SECONDS = 20.0
 REFIT_TIME_CAP = 2.0
+REFIT_STEPS_PARAM = "refit.steps"  # on the search's parent run: the refit's step budget, timed once
 
 
 def candidates(best: dict[str, Any], defaults: dict[str, Any], control: bool = True) -> dict[str, dict[str, Any]]:
@@ -95,6 +96,25 @@ def time_plain_loop(config: Config, items: list[SplitItem], cpus: float, gpus: f
 def refit_steps(pace: float, minutes: float) -> int:
     """What a plain run at `pace` steps per second trains in `minutes`."""
     return max(1, math.ceil(pace * minutes * 60))
+
+
+def plain_run_steps(client: MlflowClient, parent: str, setup: TrialSetup, plan, minutes: float,
+                    seconds: float = PACE_SECONDS) -> int:
+    """The refit's step budget: `hpo/train.py`'s pace where a refit runs (`plan`'s resources), times the minutes.
+
+    Recorded on the parent run (`refit.steps`), so a resumed search refits with the same budget.
+    """
+    recorded = client.get_run(parent).data.params.get(REFIT_STEPS_PARAM)
+    if recorded is not None:
+        return int(recorded)
+    print(f"refit budget: timing hpo/train.py's loop for {seconds:g} s where a refit runs ...", flush=True)
+    pace = plain_pace(Config.from_dict(setup.base_config), setup.train_items, plan.cpus_per_worker,
+                      plan.gpus_per_worker, seconds)
+    steps = refit_steps(pace, minutes)
+    print(f"refit budget: {pace:.2f} steps/s, {steps} steps in {minutes:g} min", flush=True)
+    client.log_param(parent, REFIT_STEPS_PARAM, steps)
+    client.log_metric(parent, "refit/plain_steps_per_s", pace)
+    return steps
 
 
 def refit_config(config: Config, minutes: float, steps: int, fast: bool, time_cap: float = 1.0) -> Config:

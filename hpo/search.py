@@ -34,8 +34,7 @@ from data_pipeline.nifti import is_uri, read_volume, typical_voxel_mm
 from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.refit import (
-    CHAMPION, DEFAULTS, PACE_SECONDS, REFIT_TIME_CAP, candidates, plain_pace, refit, refit_config, refit_setup,
-    refit_steps,
+    CHAMPION, DEFAULTS, REFIT_TIME_CAP, candidates, plain_run_steps, refit, refit_config, refit_setup,
 )
 from hpo.resources import ResourceError, nodes_to_plan_for, plan_refit, plan_resources
 from hpo.runtime import PROJECT_ROOT
@@ -66,7 +65,6 @@ RAY_ENV = {
 # on each other whenever one of them loses its core to the driver's MLflow writes: a refit
 # trained 720 steps in 90 s at nice 15 and 862 at nice 0 (2 AVX512-BF16 cores).
 NODE_ENV = {"RAY_worker_niceness": "0"}
-REFIT_STEPS_PARAM = "refit.steps"  # on the parent run: the refit's step budget, measured once
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -406,7 +404,7 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
         refit_cfg = refit_config(config, args.refit_minutes, steps, args.fast)
         budget = f"{args.refit_minutes:g} min or {steps} steps, whichever ends first,"
     else:
-        steps = plain_run_steps(client, parent, prepared, plan, args.refit_minutes)
+        steps = plain_run_steps(client, parent, prepared.setup, plan, args.refit_minutes)
         refit_cfg = refit_config(config, args.refit_minutes, steps, fast=False, time_cap=REFIT_TIME_CAP)
         budget = f"{steps} steps (what hpo/train.py trains in {args.refit_minutes:g} min here)"
     print(f"\nrefit: {', '.join(refits)} configuration(s), {budget} each, {plan.max_concurrent} at once, each "
@@ -438,25 +436,6 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
                DEFAULTS: f"the defaults beat the search's configuration by {margin}: the search found nothing "
                          "better for this budget"}[done[0].name])
     print(f"promotion offers refit-{done[0].name} (run {done[0].run_id})")
-
-
-def plain_run_steps(client: MlflowClient, parent: str, prepared: Prepared, plan, minutes: float,
-                    seconds: float = PACE_SECONDS) -> int:
-    """The refit's step budget: `hpo/train.py`'s pace where a refit runs, times the minutes.
-
-    Recorded on the parent run (`refit.steps`), so a resumed search refits with the same budget.
-    """
-    recorded = client.get_run(parent).data.params.get(REFIT_STEPS_PARAM)
-    if recorded is not None:
-        return int(recorded)
-    defaults = Config.from_dict(prepared.setup.base_config)
-    print(f"refit budget: timing hpo/train.py's loop for {seconds:g} s where a refit runs ...", flush=True)
-    pace = plain_pace(defaults, prepared.setup.train_items, plan.cpus_per_worker, plan.gpus_per_worker, seconds)
-    steps = refit_steps(pace, minutes)
-    print(f"refit budget: {pace:.2f} steps/s, {steps} steps in {minutes:g} min", flush=True)
-    client.log_param(parent, REFIT_STEPS_PARAM, steps)
-    client.log_metric(parent, "refit/plain_steps_per_s", pace)
-    return steps
 
 
 def print_links(client: MlflowClient, parent: str, args, uri: str, name: str, skipped: int) -> None:

@@ -3,7 +3,10 @@ for the steps a plain hpo/train.py run trains in the same minutes."""
 
 from data_pipeline.dataset import plan_split
 from hpo.config import SMOKE, Config
-from hpo.refit import CHAMPION, DEFAULTS, REFIT_TIME_CAP, candidates, plain_pace, refit_config, refit_steps
+from hpo.refit import (
+    CHAMPION, DEFAULTS, REFIT_STEPS_PARAM, REFIT_TIME_CAP, candidates, plain_pace, plain_run_steps, refit_config,
+    refit_steps,
+)
 from hpo.search_space import TRIAL_INDEX
 
 DEFAULTS_FLAT = Config().flat()
@@ -49,28 +52,28 @@ def test_the_plain_pace_is_timed_on_a_node_where_a_refit_runs(ray_cluster, anato
 def test_a_resumed_search_refits_with_the_budget_it_measured(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from hpo.search import REFIT_STEPS_PARAM, plain_run_steps
-
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     parent = client.create_run(client.create_experiment("x")).info.run_id
     client.log_param(parent, REFIT_STEPS_PARAM, 5123)
     # No pace is timed (it would need the search's data and a Ray cluster: None here).
-    assert plain_run_steps(client, parent, prepared=None, plan=None, minutes=8) == 5123
+    assert plain_run_steps(client, parent, setup=None, plan=None, minutes=8) == 5123
 
 
 def test_a_search_times_its_refit_budget_once_and_records_it(ray_cluster, tmp_path, anatomical):
-    from types import SimpleNamespace
+    import ray
+
+    from hpo.resources import TrialResources
+    from hpo.trial import TrialSetup
 
     from mlflow.tracking import MlflowClient
-
-    from hpo.search import REFIT_STEPS_PARAM, plain_run_steps
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     parent = client.create_run(client.create_experiment("x")).info.run_id
     train_items, _ = plan_split([str(anatomical)])
-    prepared = SimpleNamespace(setup=SimpleNamespace(base_config=Config().override(SMOKE).to_dict(), train_items=train_items))
-    plan = SimpleNamespace(cpus_per_worker=1, gpus_per_worker=0)
-    steps = plain_run_steps(client, parent, prepared, plan, minutes=0.5, seconds=3)
+    setup = TrialSetup(base_config=Config().override(SMOKE).to_dict(), train_items=train_items, val_cases=ray.put([]),
+                       workers=1, cpus_per_worker=1, gpus_per_worker=0, data_tasks=1, storage_path=str(tmp_path))
+    plan = TrialResources(workers=1, cpus_per_worker=1, gpus_per_worker=0, data_cpus_per_trial=0.25, max_concurrent=1)
+    steps = plain_run_steps(client, parent, setup, plan, minutes=0.5, seconds=3)
     run = client.get_run(parent)
     assert int(run.data.params[REFIT_STEPS_PARAM]) == steps
     assert steps == refit_steps(run.data.metrics["refit/plain_steps_per_s"], 0.5)
