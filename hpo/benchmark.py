@@ -285,7 +285,7 @@ def patch_rates(base: Config, patches: int, seed: int) -> dict[str, float]:
     cut = sum(len(cut_chunk(chunk, spec)[0]) for chunk in chunks)
     alone = cut / (time.perf_counter() - start)
 
-    start_ray()
+    start_ray(dashboard=False)  # the stream needs no dashboard
     ray.data.DataContext.get_current().enable_progress_bars = False
     warm = patch_stream(plan_chunks(train_items, 1024, seed + 1), spec, max_tasks=1)
     for _ in warm.iter_torch_batches(batch_size=data.batch_size):  # data workers read and degrade once
