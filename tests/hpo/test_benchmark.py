@@ -16,6 +16,8 @@ def test_search_comparison_and_patch_rates(ray_cluster, tmp_path, capsys):
         assert report[side]["trials"] == 2 and len(report[side]["startup_s"]) == 2
         assert report[side]["steps"] >= 4 and report[side]["cpu_s"] > report[side]["train_s"] > 0
     assert report["ratio"] > 0
+    # The baseline replays the search's trials: the same steps to the same score, trial by trial.
+    assert report["plain"]["steps"] == report["search"]["steps"] and report["same_trials"] == 2
     assert report["patches_per_s"]["ray_data"] > 0 and report["patches_per_s"]["pure_function"] > 0
     assert "hpo/search.py (Ray)" in capsys.readouterr().out
 
