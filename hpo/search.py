@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from data_pipeline.dataset import make_pair, min_shape_for, plan_split, resolve_inputs
+from data_pipeline.dataset import SplitItem, make_pair, min_shape_for, plan_split, resolve_inputs
 from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import is_uri, read_volume, typical_voxel_mm
@@ -165,6 +166,37 @@ def error(message: str) -> int:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """The search's volumes, checked and split, and the held-out anatomy that scores its trials."""
+
+    train_items: list[SplitItem]
+    checks: "Checks"
+    volumes_usable: int
+    problems: list[str]  # one line per unusable volume
+
+
+def load_volumes(paths: list[str], config: Config) -> HeldOut:
+    """Check every volume, split them, prepare the held-out anatomy and cubic B-spline's scores on it.
+
+    Needs Ray only for volumes in object storage: for local files the search runs this while Ray
+    starts (ray.init keeps about one of two cores busy for its 5 s).
+    """
+    data = config.data
+    usable, problems = check_volumes(paths, min_shape_for(data.scale_factor, data.patch_size))
+    if not usable:
+        raise SearchError(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
+    train_items, val_items = plan_split(usable)
+    norm = IntensityNorm(data.intensity_percentile)
+    val_pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
+    # Trials are scored on blocks of the held-out regions (cheap enough to run for every trial);
+    # the winner is checked on the whole regions at the end.
+    blocks, whole = make_block_cases(val_pairs, data.scale_factor), make_cases(val_pairs, data.scale_factor)
+    grid = get_degradation(data.degradation).grid
+    cubic = [baselines(cases, data.scale_factor, grid, ("cubic",))["cubic"] for cases in (blocks, whole)]
+    return HeldOut(train_items, Checks(blocks, whole, data.scale_factor, grid, *cubic), len(usable), problems)
+
+
+@dataclass(frozen=True)
 class Prepared:
     """Everything a search needs before its first trial."""
 
@@ -175,8 +207,8 @@ class Prepared:
     max_concurrent: int
 
 
-def prepare(args: argparse.Namespace, config: Config, storage: str, name: str) -> Prepared:
-    """Plan the resources, check every volume, prepare the held-out anatomy (needs Ray)."""
+def prepare(args: argparse.Namespace, config: Config, heldout: HeldOut, storage: str, name: str) -> Prepared:
+    """Plan the resources on the cluster and share the held-out anatomy with the trials (needs Ray)."""
     try:
         plan = plan_resources(
             cluster_nodes(), args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
@@ -186,35 +218,23 @@ def prepare(args: argparse.Namespace, config: Config, storage: str, name: str) -
         raise SearchError(str(err)) from None
     print(f"resources: {plan.max_concurrent} trial(s) at once, each {plan.workers} worker(s) x "
           f"{plan.cpus_per_worker:g} CPU + {plan.gpus_per_worker:g} GPU, {plan.data_cpus_per_trial:g} CPU for data")
-
-    data = config.data
-    try:
-        paths = resolve_inputs(args.data)
-    except FileNotFoundError as err:
-        raise SearchError(str(err)) from None
-    usable, problems = check_volumes(paths, min_shape_for(data.scale_factor, data.patch_size))
-    for problem in problems:
-        print(f"skipped {problem}", file=sys.stderr)
-    if not usable:
-        raise SearchError(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
-    train_items, val_items = plan_split(usable)
-    norm = IntensityNorm(data.intensity_percentile)
-    val_pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
-    # Trials are scored on blocks of the held-out regions (cheap enough to run for every trial);
-    # the winner is checked on the whole regions at the end.
-    checks = Checks(make_block_cases(val_pairs, data.scale_factor), make_cases(val_pairs, data.scale_factor),
-                    data.scale_factor, get_degradation(data.degradation).grid)
     setup = TrialSetup(
         base_config=config.to_dict(),
-        train_items=train_items,
-        val_cases=ray.put(checks.blocks),
+        train_items=heldout.train_items,
+        val_cases=ray.put(heldout.checks.blocks),
         workers=plan.workers,
         cpus_per_worker=plan.cpus_per_worker,
         gpus_per_worker=plan.gpus_per_worker,
         data_tasks=plan.data_tasks,
         storage_path=f"{storage}/{name}-train",
     )
-    return Prepared(setup, checks, len(usable), len(problems), plan.max_concurrent)
+    return Prepared(setup, heldout.checks, heldout.volumes_usable, len(heldout.problems), plan.max_concurrent)
+
+
+def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
+    """The MLflow client and the experiment's id (creating a new SQLite store takes seconds)."""
+    client = MlflowClient(uri)
+    return client, ensure_experiment(client, uri, name)
 
 
 def make_tuner(args: argparse.Namespace, config: Config, prepared: Prepared, tracker: MlflowTracker,
@@ -264,19 +284,30 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume and tune.Tuner.can_restore(run_path):
         return error(f"a search named {name!r} exists at {run_path}: add --resume, or pick another --name")
 
-    start_ray(dashboard=args.workers_per_trial > 1)
+    try:
+        paths = resolve_inputs(args.data)
+    except FileNotFoundError as err:
+        return error(str(err))
     # MLflow draws a progress bar (and starts a monitor thread) for every model it logs: one per
     # trial, unread between Tune's tables.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    try:
-        prepared = prepare(args, config, storage, name)
-    except SearchError as err:
-        return error(str(err))
+    uri = tracking_uri(args.tracking_uri)
+    # Ray's start keeps about one core busy: the store and local volumes get ready beside it.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare") as pool:
+        tracking = pool.submit(open_experiment, uri, args.experiment)
+        local = not any(is_uri(p) for p in paths)
+        loading = pool.submit(load_volumes, paths, config) if local else None
+        start_ray(dashboard=args.workers_per_trial > 1)
+        try:
+            heldout = loading.result() if loading else load_volumes(paths, config)
+            for problem in heldout.problems:
+                print(f"skipped {problem}", file=sys.stderr)
+            prepared = prepare(args, config, heldout, storage, name)
+        except SearchError as err:
+            return error(str(err))
+        client, experiment_id = tracking.result()
     checks = prepared.checks
 
-    uri = tracking_uri(args.tracking_uri)
-    client = MlflowClient(uri)
-    experiment_id = ensure_experiment(client, uri, args.experiment)
     parent = find_or_create_parent(client, experiment_id, name, {
         "trials": args.trials, "workers_per_trial": prepared.setup.workers,
         "gpus_per_worker": prepared.setup.gpus_per_worker, "steps_per_trial": config.train.max_steps,
@@ -289,9 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     status = "FAILED"
     tracker = MlflowTracker(uri, experiment_id, parent, storage, config.flat())
     try:
-        cubic_blocks = baselines(checks.blocks, checks.scale_factor, checks.grid, ("cubic",))["cubic"]
-        client.log_metric(parent, f"baseline/cubic/{METRIC}", cubic_blocks["psnr"])
-        print(f"validation: {len(checks.blocks)} blocks of held-out anatomy; cubic B-spline {cubic_blocks['psnr']:.2f} dB in brain")
+        client.log_metric(parent, f"baseline/cubic/{METRIC}", checks.cubic_blocks["psnr"])
+        print(f"validation: {len(checks.blocks)} blocks of held-out anatomy; cubic B-spline "
+              f"{checks.cubic_blocks['psnr']:.2f} dB in brain")
         start = time.perf_counter()
         results = make_tuner(args, config, prepared, tracker, storage, name).fit()
         wall = time.perf_counter() - start
@@ -328,16 +359,14 @@ class Checks:
     whole: list[ValidationCase]
     scale_factor: int
     grid: str
+    cubic_blocks: dict[str, float]  # cubic B-spline's metrics on each
+    cubic_whole: dict[str, float]
 
     def score(self, checkpoint: str, storage: str) -> dict[str, float]:
         """The metrics of the generator in `checkpoint` (in the search's storage) on the whole held-out regions."""
         with tempfile.TemporaryDirectory() as tmp:
             generator, _ = load_generator(local_copy(checkpoint, storage_filesystem(storage), tmp))
         return Validator(self.whole, self.scale_factor, self.grid)(generator)
-
-    def cubic(self) -> dict[str, float]:
-        """Cubic B-spline's metrics on the whole held-out regions."""
-        return baselines(self.whole, self.scale_factor, self.grid, ("cubic",))["cubic"]
 
 
 def summarise(
@@ -364,7 +393,7 @@ def summarise(
     print(f"\n{len(results)} trials in {wall / 60:.1f} min{failed}; best by {METRIC} (dB, brain, on the validation blocks):")
     print(pd.DataFrame(table).to_string(index=False))
 
-    scores, cubic = checks.score(checkpoint_path(best.metrics, best.path), storage), checks.cubic()
+    scores, cubic = checks.score(checkpoint_path(best.metrics, best.path), storage), checks.cubic_whole
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(key, value, now, 0) for key, value in {
         f"champion/whole/{METRIC}": scores[METRIC], "champion/whole/val/ssim": scores["val/ssim"],
