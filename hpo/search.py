@@ -61,11 +61,19 @@ RAY_ENV = {
     # 2 s). Closing a stopped trial's Ray Data stream took longer on 2 busy cores.
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
 }
-# Read by the raylet when a node starts (cluster/start-node.sh exports it too). Ray starts its
-# workers at nice 15, below its own services and the driver; a trial's torch threads then wait
-# on each other whenever one of them loses its core to the driver's MLflow writes: a refit
-# trained 720 steps in 90 s at nice 15 and 862 at nice 0 (2 AVX512-BF16 cores).
-NODE_ENV = {"RAY_worker_niceness": "0"}
+# Read by the raylet when a node starts (cluster/start-node.sh exports them too).
+NODE_ENV = {
+    # Ray starts its workers at nice 15, below its own services and the driver; a trial's torch
+    # threads then wait on each other whenever one of them loses its core to the driver's MLflow
+    # writes: a refit trained 720 steps in 90 s at nice 15 and 862 at nice 0 (2 AVX512-BF16 cores).
+    "RAY_worker_niceness": "0",
+    # Ray ends a task worker idle for 1 s once a node runs more workers than it has CPUs, which
+    # trial processes alone reach: every round of a trial's patch stream then started a new data
+    # worker that imported its modules and read and degraded the volume again (9 data workers,
+    # 27.5 CPU-s in a 16-trial search on 2 cores; kept for 60 s: 4 workers, 15.2 CPU-s). An idle
+    # data worker keeps its last few volumes (data_pipeline.dataset.sampler_for).
+    "RAY_idle_worker_killing_time_threshold_ms": "60000",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

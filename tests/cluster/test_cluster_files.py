@@ -12,6 +12,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from hpo.runtime import PROJECT_ROOT
+from hpo.search import NODE_ENV
 
 CLUSTER = PROJECT_ROOT / "cluster"
 LAUNCHER_FILES = ["aws.yaml", "onprem.yaml"]
@@ -110,6 +111,14 @@ def test_nodes_start_with_the_one_start_script_and_the_token(name):
     assert "export RAY_AUTH_MODE=token" in commands(config)
     # `ray down` runs a bare `ray stop` in a login shell: ~/.bashrc must find Ray.
     assert any("~/.bashrc" in line and ". ~/mri-sr.env" in line for line in config["setup_commands"])
+
+
+def test_every_node_starts_with_the_settings_of_a_local_search():
+    # The raylet reads them when it starts: start-node.sh (launcher clusters) and the image (KubeRay).
+    exported = dict(re.findall(r"^export (RAY_\w+)=(\S+)$", START.read_text(), re.M))
+    image = dict(re.findall(r"(RAY_\w+)=(\S+)", (CLUSTER / "Dockerfile").read_text()))
+    assert NODE_ENV.items() <= exported.items()
+    assert NODE_ENV.items() <= image.items()
 
 
 def test_the_start_script_binds_mlflow_and_the_dashboard_to_loopback():
