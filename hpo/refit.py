@@ -17,7 +17,9 @@ is compared with, and lost to it (4,169 against 5,176 steps in 8 minutes, 33.12 
 """
 
 import dataclasses
+import itertools
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +40,11 @@ CHAMPION, DEFAULTS = "champion", "defaults"
 # Refit runs' patch streams: apart from every trial's (trial numbers stay far below this).
 FIRST_REFIT_INDEX = 1_000_000
 # The plain loop's pace: steps timed after the first PACE_WARMUP_STEPS (oneDNN and cuDNN pick their
-# kernels there), for PACE_SECONDS in all. A refit may take up to REFIT_TIME_CAP times its minutes
+# kernels there), for PACE_SECONDS in all, in PACE_WINDOWS spans (see `pace_of`). A refit may take up to REFIT_TIME_CAP times its minutes
 # to train its steps before it stops anyway.
 PACE_WARMUP_STEPS = 10
 PACE_SECONDS = 20.0
+PACE_WINDOWS = 5
 REFIT_TIME_CAP = 2.0
 REFIT_STEPS_PARAM = "refit.steps"  # on the search's parent run: the refit's step budget, timed once
 
@@ -85,12 +88,22 @@ def time_plain_loop(config: Config, items: list[SplitItem], cpus: float, gpus: f
     budget = {"train.time_budget_s": seconds, "train.max_steps": 0, "train.eval_every": 1 << 30}
     device = torch.device("cuda" if gpus else "cpu")
     train(config.override(budget), timed(), None, lambda metrics, checkpoint: None, Runtime(device=device))
-    timed_steps = len(stamps) - 1 - PACE_WARMUP_STEPS
-    if timed_steps < 1:
+    if len(stamps) - 1 - PACE_WARMUP_STEPS < PACE_WINDOWS:
         raise RuntimeError(f"the plain loop trained {len(stamps)} steps in {seconds:g} s: too few to time")
-    # The mean, with whatever else the node runs: a plain run is held up by it too. (The median
-    # step, tried first, gave 11.19 steps/s where the plain run that followed trained 10.2.)
-    return timed_steps / (stamps[-1] - stamps[PACE_WARMUP_STEPS])
+    return pace_of(stamps[PACE_WARMUP_STEPS:])
+
+
+def pace_of(stamps: list[float], windows: int = PACE_WINDOWS) -> float:
+    """Steps per second from the times at which steps began: the median of `windows` spans' means.
+
+    A span's mean keeps what slows every step (the rest of the node's work: a plain run is held up
+    by it too; the median step, tried first, gave 11.19 steps/s where the plain run that followed
+    trained 10.2). The median of the spans drops a spell in which another tenant of a shared
+    machine took the cores: one 20-s mean gave 5.34 steps/s where the refit then trained at 6.7.
+    """
+    steps = len(stamps) - 1
+    bounds = [round(k * steps / windows) for k in range(windows + 1)]
+    return statistics.median((b - a) / (stamps[b] - stamps[a]) for a, b in itertools.pairwise(bounds))
 
 
 def refit_steps(pace: float, minutes: float) -> int:

@@ -4,8 +4,8 @@ for the steps a plain hpo/train.py run trains in the same minutes."""
 from data_pipeline.dataset import plan_split
 from hpo.config import SMOKE, Config
 from hpo.refit import (
-    CHAMPION, DEFAULTS, REFIT_STEPS_PARAM, REFIT_TIME_CAP, candidates, plain_pace, plain_run_steps, refit_config,
-    refit_steps,
+    CHAMPION, DEFAULTS, REFIT_STEPS_PARAM, REFIT_TIME_CAP, candidates, pace_of, plain_pace, plain_run_steps,
+    refit_config, refit_steps,
 )
 from hpo.search_space import TRIAL_INDEX
 
@@ -47,6 +47,16 @@ def test_the_plain_pace_is_timed_on_a_node_where_a_refit_runs(ray_cluster, anato
     # A step of the smoke model takes milliseconds; timing from the first step (oneDNN's set-up)
     # or counting stamps that no step took would give a rate far off, and nothing a failure.
     assert 5 < pace < 5000
+
+
+def test_the_pace_drops_a_spell_when_the_cores_were_taken():
+    steady = [0.1] * 200  # 10 steps/s
+    slowed = steady[:80] + [0.4] * 40 + steady[120:]  # a fifth of the steps at a quarter of the pace
+    stamps = [sum(slowed[:k]) for k in range(len(slowed) + 1)]
+    assert abs(pace_of(stamps) - 10.0) < 1e-6
+    assert len(stamps) / stamps[-1] < 7  # the mean of the whole: the budget a third short
+    # What slows every step is kept: that holds a plain run up too.
+    assert abs(pace_of([0.125 * k for k in range(201)]) - 8.0) < 1e-6
 
 
 def test_a_resumed_search_refits_with_the_budget_it_measured(tmp_path):
