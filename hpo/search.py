@@ -1,9 +1,10 @@
 """The search: `python hpo/search.py --trials 64`.
 
 Ray Tune samples configurations with Optuna's TPE (`hpo/search_space.py`), ASHA stops poor trials
-early on `val/psnr`, every trial trains as a Ray Train DDP run fed by a Ray Data patch stream
-(`hpo/trial.py`), and MLflow records it all (`hpo/tracking.py`). Runs on a local Ray, or on the
-cluster that `RAY_ADDRESS` names. `--resume` continues an interrupted search.
+early on `val/psnr`, every trial trains fed by a Ray Data patch stream (`hpo/trial.py`: a trial of
+one worker inside its Tune trial process, a trial of several as a Ray Train DDP run), and MLflow
+records it all (`hpo/tracking.py`). Runs on a local Ray, or on the cluster that `RAY_ADDRESS`
+names. `--resume` continues an interrupted search.
 """
 
 import argparse
