@@ -40,8 +40,8 @@ CHAMPION, DEFAULTS = "champion", "defaults"
 # Refit runs' patch streams: apart from every trial's (trial numbers stay far below this).
 FIRST_REFIT_INDEX = 1_000_000
 # The plain loop's pace: steps timed after the first PACE_WARMUP_STEPS (oneDNN and cuDNN pick their
-# kernels there), for PACE_SECONDS in all, in PACE_WINDOWS spans (see `pace_of`). A refit may take up to REFIT_TIME_CAP times its minutes
-# to train its steps before it stops anyway.
+# kernels there), for PACE_SECONDS in all, in PACE_WINDOWS spans (see `pace_of`). A refit may take
+# up to REFIT_TIME_CAP times its minutes to train its steps before it stops anyway.
 PACE_WARMUP_STEPS = 10
 PACE_SECONDS = 20.0
 PACE_WINDOWS = 5

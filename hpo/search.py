@@ -192,6 +192,8 @@ def load_volumes(paths: list[str], config: Config) -> HeldOut:
     """
     data = config.data
     usable, problems = check_volumes(paths, min_shape_for(data.scale_factor, data.patch_size))
+    for problem in problems:  # every one named, also when none is usable
+        print(f"skipped {problem}", file=sys.stderr)
     if not usable:
         raise SearchError(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
     train_items, val_items = plan_split(usable)
@@ -309,8 +311,6 @@ def main(argv: list[str] | None = None) -> int:
         start_ray(dashboard=args.workers_per_trial > 1)
         try:
             heldout = loading.result() if loading else load_volumes(paths, config)
-            for problem in heldout.problems:
-                print(f"skipped {problem}", file=sys.stderr)
             prepared = prepare(args, config, heldout, storage, name)
         except SearchError as err:
             return error(str(err))
