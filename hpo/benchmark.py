@@ -15,7 +15,9 @@ Measured in one run, on the same machine, printed as ratios against a baseline:
    reach the same `val/psnr` in every trial: the report counts them, the proof of equal work.
    Printed: the wall-time ratio, the training steps each side ran, each trial's start-up (from its
    start to its first training step) and the CPU-seconds per trial spent outside training (all CPU
-   time of the run's processes, less each trial's training-loop time times its threads).
+   time of the run's processes, less each trial's training-loop time times its threads). The pair
+   runs `--pairs` times (2) and the ratio pools them: a shared machine's speed drifts by a third
+   within minutes, and the training loop's milliseconds per step on each side show how much.
 2. Patch production. Ray Data's patch stream pulled as fast as it goes with its tasks on one CPU
    core, against the same chunks cut in this process (the pure function alone): patch pairs per
    second per data core.
@@ -432,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=400, help="steps of a trial never stopped (the search's default)")
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pairs", type=int, default=2,
+                        help="search-then-baseline pairs; the ratio pools them (the machine's speed drifts)")
     parser.add_argument("--patches", type=int, default=8192, help="patch pairs pulled to measure production")
     parser.add_argument("--only", choices=["search", "patches", "device"], help="run one part (default: search and patches)")
     parser.add_argument("--fast", action="store_true", help="a small model, 2 trials of 4 steps: the whole path in minutes")
@@ -460,30 +464,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare_searches(args: argparse.Namespace, base: Config, fixed: dict) -> dict:
+    """`args.pairs` times: the search, then the baseline replaying it; each pair's ratio and the pooled one.
+
+    A pair's sides run minutes apart, and a shared machine's speed moves by a third in minutes (the
+    same plain search took 163 to 251 s within a day here): one pair's ratio is partly that drift.
+    Each side prints its training loop's milliseconds per step, which shows the machine's speed.
+    """
     import ray
 
     plan = plan_resources([{"CPU": float(len(os.sched_getaffinity(0)))}], 1)  # what the search plans here
     threads = max(1, round(plan.cpus_per_worker))
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = not ray.is_initialized()
-        searched = ray_search(args, fixed, Path(tmp))
-        if ours:
-            ray.shutdown()  # the baseline runs on a machine without Ray's services
-        (Path(tmp) / "plain").mkdir()
-        replay = sorted(searched.per_trial, key=lambda t: t["index"])
-        plain = plain_search(base, replay, plan, args.seed, Path(tmp) / "plain")
-    ratio = searched.wall_s / plain.wall_s
-    same = sum(map(_same_trial, replay, sorted(plain.per_trial, key=lambda t: t["index"])))
-    print(f"\n{args.trials} trials, at most {args.steps} steps each, {plan.max_concurrent} at once x {threads} thread(s); {_cpu_name()}")
-    print(f"{'':34}{'wall':>9}{'ratio':>8}{'steps':>8}{'start-up per trial':>26}{'CPU-s/trial outside training':>30}")
-    for label, side, r in (("plain Optuna, worker processes", plain, 1.0), ("hpo/search.py (Ray)", searched, ratio)):
-        startup = sorted(side.startup_s)
-        print(f"{label:34}{side.wall_s:8.1f}s{r:7.2f}x{side.steps:8d}"
-              f"{f'median {startup[len(startup) // 2]:.1f} s, max {startup[-1]:.1f} s':>26}"
-              f"{side.outside_training_cpu_s(threads):29.1f}")
-    print(f"the same steps and {METRIC} in {same} of {len(replay)} trials (best {plain.best:.2f} dB plain, "
-          f"{searched.best:.2f} dB search)")
-    return {"plain": asdict(plain), "search": asdict(searched), "ratio": ratio, "same_trials": same}
+    pairs = []
+    for number in range(args.pairs):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = not ray.is_initialized()
+            searched = ray_search(args, fixed, Path(tmp))
+            if ours:
+                ray.shutdown()  # the baseline runs on a machine without Ray's services
+            (Path(tmp) / "plain").mkdir()
+            replay = sorted(searched.per_trial, key=lambda t: t["index"])
+            plain = plain_search(base, replay, plan, args.seed, Path(tmp) / "plain")
+        same = sum(map(_same_trial, replay, sorted(plain.per_trial, key=lambda t: t["index"])))
+        pairs.append({"search": asdict(searched), "plain": asdict(plain), "ratio": searched.wall_s / plain.wall_s,
+                      "same_trials": same})
+        print(f"\npair {number + 1} of {args.pairs}: {args.trials} trials, at most {args.steps} steps each, "
+              f"{plan.max_concurrent} at once x {threads} thread(s); {_cpu_name()}")
+        print(f"{'':34}{'wall':>9}{'ratio':>8}{'steps':>8}{'ms/step in loop':>17}{'start-up per trial':>26}"
+              f"{'CPU-s/trial outside training':>30}")
+        for label, side, r in (("plain Optuna, worker processes", plain, 1.0),
+                               ("hpo/search.py (Ray)", searched, searched.wall_s / plain.wall_s)):
+            startup = sorted(side.startup_s)
+            print(f"{label:34}{side.wall_s:8.1f}s{r:7.2f}x{side.steps:8d}{1000 * side.train_s / max(1, side.steps):17.0f}"
+                  f"{f'median {startup[len(startup) // 2]:.1f} s, max {startup[-1]:.1f} s':>26}"
+                  f"{side.outside_training_cpu_s(threads):29.1f}")
+        print(f"the same steps and {METRIC} in {same} of {len(replay)} trials (best {plain.best:.2f} dB plain, "
+              f"{searched.best:.2f} dB search)")
+    ratio = sum(p["search"]["wall_s"] for p in pairs) / sum(p["plain"]["wall_s"] for p in pairs)
+    each = ", ".join(f"{pair['ratio']:.2f}x" for pair in pairs)
+    print(f"\nhpo/search.py against plain Optuna, {len(pairs)} pair(s): {ratio:.2f}x the wall time (pairs: {each})")
+    return {"pairs": pairs, "ratio": ratio}
 
 
 def _same_trial(a: dict, b: dict) -> bool:
