@@ -14,8 +14,8 @@ Measured in one run, on the same machine, printed as ratios against a baseline:
    1.19x per step) and the ratio measured luck. Training is deterministic here, so both sides
    reach the same `val/psnr` in every trial: the report counts them, the proof of equal work.
    Printed: the wall-time ratio, the training steps each side ran, each trial's start-up (from its
-   start to its first training step) and the CPU-seconds per trial spent outside training (all CPU
-   time of the run's processes, less each trial's training-loop time times its threads). The pair
+   start to its first training step) and the CPU-seconds per trial of every process other than the
+   trials' (the driver; on the Ray side also Ray's services and its data workers). The pair
    runs `--pairs` times (2) and the ratio pools them: a shared machine's speed drifts by a third
    within minutes, and the training loop's milliseconds per step on each side show how much.
 2. Patch production. Ray Data's patch stream pulled as fast as it goes with its tasks on one CPU
@@ -66,27 +66,39 @@ class Side:
     steps: int = 0  # training steps over all trials
     train_s: float = 0.0  # training-loop wall time over all trials (evaluations included)
     cpu_s: float = 0.0  # CPU time of every process of the run
+    trials_cpu_s: float = 0.0  # of those, the trials' processes (training, validation, patches cut there)
     startup_s: list[float] = field(default_factory=list)
     best: float = float("nan")
     per_trial: list[dict] = field(default_factory=list)  # index, steps, loop seconds, value, config
 
-    def outside_training_cpu_s(self, threads: int) -> float:
-        return (self.cpu_s - self.train_s * threads) / max(1, self.trials)
+    def outside_trials_cpu_s(self) -> float:
+        """Per trial, the CPU time of every other process: the driver, Ray's services, data workers."""
+        return (self.cpu_s - self.trials_cpu_s) / max(1, self.trials)
 
 
 class CpuMeter:
-    """CPU seconds of this process and all its descendants, sampled so that processes that end count too."""
+    """CPU seconds of this process and all its descendants, sampled so that processes that end count too.
 
-    def __init__(self, interval: float = 0.25) -> None:
-        self.interval, self.seen, self._stop = interval, {}, threading.Event()
+    `is_trial(command_line)` tells the trials' processes from the rest. (Subtracting each trial's
+    loop time from the total instead understated the rest: a loop that waits for a core takes
+    longer than the CPU time it gets.)
+    """
+
+    def __init__(self, is_trial, interval: float = 0.25) -> None:
+        self.is_trial, self.interval, self._stop = is_trial, interval, threading.Event()
+        self.seen: dict[tuple, float] = {}
+        self.trials: set[tuple] = set()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
         for process in [me, *me.children(recursive=True)]:
             try:
+                key = (process.pid, process.create_time())
                 times = process.cpu_times()
-                self.seen[(process.pid, process.create_time())] = times.user + times.system
+                if key not in self.trials and self.is_trial(" ".join(process.cmdline())):
+                    self.trials.add(key)  # Ray names a worker for what it runs: once a trial, always one
+                self.seen[key] = times.user + times.system
             except psutil.Error:
                 pass
 
@@ -96,7 +108,7 @@ class CpuMeter:
 
     def __enter__(self) -> "CpuMeter":
         self._sample()
-        self.before = sum(self.seen.values())
+        self.before = dict(self.seen)
         self._thread.start()
         return self
 
@@ -105,9 +117,16 @@ class CpuMeter:
         self._thread.join()
         self._sample()
 
+    def _used(self, keys) -> float:
+        return sum(self.seen[key] - self.before.get(key, 0.0) for key in keys)
+
+    @property
+    def trials_cpu_s(self) -> float:
+        return self._used(self.trials)
+
     @property
     def cpu_s(self) -> float:
-        return sum(self.seen.values()) - self.before
+        return self._used(self.seen)
 
 
 # --- The baseline: Optuna in worker processes, no Ray ---------------------------------------------
@@ -198,7 +217,7 @@ def plain_search(base: Config, replay: list[dict], plan: TrialResources, seed: i
     threads = max(1, round(plan.cpus_per_worker))
     context = multiprocessing.get_context("spawn")
     start = time.perf_counter()
-    with CpuMeter() as meter, context.Pool(
+    with CpuMeter(lambda command: "spawn_main" in command) as meter, context.Pool(
         plan.max_concurrent, initializer=_worker_init, initargs=(base.to_dict(), threads, storage_file, "plain", pruner)
     ) as pool:
         running: dict = {}
@@ -227,7 +246,7 @@ def plain_search(base: Config, replay: list[dict], plan: TrialResources, seed: i
                 if outcome["value"] == outcome["value"]:
                     side.best = max(outcome["value"], side.best) if side.best == side.best else outcome["value"]
     side.wall_s = time.perf_counter() - start
-    side.cpu_s = meter.cpu_s
+    side.cpu_s, side.trials_cpu_s = meter.cpu_s, meter.trials_cpu_s
     return side
 
 
@@ -248,9 +267,9 @@ def ray_search(args: argparse.Namespace, fixed: dict, workdir: Path) -> Side:
             "--refit-minutes", "0"]  # the search alone, as the plain-Optuna side
     argv += [arg for key, value in fixed.items() for arg in ("--set", f"{key}={value}")]
     start = time.perf_counter()
-    with CpuMeter() as meter:
+    with CpuMeter(lambda command: command.startswith("ray::ImplicitFunc")) as meter:  # Tune's trial actors
         code = search.main(argv)
-    side = Side(wall_s=time.perf_counter() - start, cpu_s=meter.cpu_s)
+    side = Side(wall_s=time.perf_counter() - start, cpu_s=meter.cpu_s, trials_cpu_s=meter.trials_cpu_s)
     if code != 0:
         raise SystemExit(f"error: the search failed (exit code {code})")
     client = MlflowClient(uri)
@@ -490,13 +509,13 @@ def compare_searches(args: argparse.Namespace, base: Config, fixed: dict) -> dic
         print(f"\npair {number + 1} of {args.pairs}: {args.trials} trials, at most {args.steps} steps each, "
               f"{plan.max_concurrent} at once x {threads} thread(s); {_cpu_name()}")
         print(f"{'':34}{'wall':>9}{'ratio':>8}{'steps':>8}{'ms/step in loop':>17}{'start-up per trial':>26}"
-              f"{'CPU-s/trial outside training':>30}")
+              f"{'CPU-s/trial outside trials':>28}")
         for label, side, r in (("plain Optuna, worker processes", plain, 1.0),
                                ("hpo/search.py (Ray)", searched, searched.wall_s / plain.wall_s)):
             startup = sorted(side.startup_s)
             print(f"{label:34}{side.wall_s:8.1f}s{r:7.2f}x{side.steps:8d}{1000 * side.train_s / max(1, side.steps):17.0f}"
                   f"{f'median {startup[len(startup) // 2]:.1f} s, max {startup[-1]:.1f} s':>26}"
-                  f"{side.outside_training_cpu_s(threads):29.1f}")
+                  f"{side.outside_trials_cpu_s():27.1f}")
         print(f"the same steps and {METRIC} in {same} of {len(replay)} trials (best {plain.best:.2f} dB plain, "
               f"{searched.best:.2f} dB search)")
     ratio = sum(p["search"]["wall_s"] for p in pairs) / sum(p["plain"]["wall_s"] for p in pairs)

@@ -17,6 +17,8 @@ def test_search_comparison_and_patch_rates(ray_cluster, tmp_path, capsys):
         for side in ("plain", "search"):
             assert pair[side]["trials"] == 2 and len(pair[side]["startup_s"]) == 2
             assert pair[side]["steps"] >= 4 and pair[side]["cpu_s"] > pair[side]["train_s"] > 0
+            # The trials' processes were told from the rest: each side's driver works too.
+            assert pair[side]["cpu_s"] > pair[side]["trials_cpu_s"] > 0
         # The baseline replays the search's trials: the same steps to the same score, trial by trial.
         assert pair["plain"]["steps"] == pair["search"]["steps"] and pair["same_trials"] == 2
     walls = {side: sum(pair[side]["wall_s"] for pair in report["pairs"]) for side in ("plain", "search")}
