@@ -504,24 +504,24 @@ def compare_searches(args: argparse.Namespace, base: Config, fixed: dict) -> dic
             replay = sorted(searched.per_trial, key=lambda t: t["index"])
             plain = plain_search(base, replay, plan, args.seed, Path(tmp) / "plain")
         same = sum(map(_same_trial, replay, sorted(plain.per_trial, key=lambda t: t["index"])))
-        pairs.append({"search": asdict(searched), "plain": asdict(plain), "ratio": searched.wall_s / plain.wall_s,
-                      "same_trials": same})
+        ratio = searched.wall_s / plain.wall_s
+        pairs.append({"search": asdict(searched), "plain": asdict(plain), "ratio": ratio, "same_trials": same})
         print(f"\npair {number + 1} of {args.pairs}: {args.trials} trials, at most {args.steps} steps each, "
               f"{plan.max_concurrent} at once x {threads} thread(s); {_cpu_name()}")
         print(f"{'':34}{'wall':>9}{'ratio':>8}{'steps':>8}{'ms/step in loop':>17}{'start-up per trial':>26}"
               f"{'CPU-s/trial outside trials':>28}")
         for label, side, r in (("plain Optuna, worker processes", plain, 1.0),
-                               ("hpo/search.py (Ray)", searched, searched.wall_s / plain.wall_s)):
+                               ("hpo/search.py (Ray)", searched, ratio)):
             startup = sorted(side.startup_s)
             print(f"{label:34}{side.wall_s:8.1f}s{r:7.2f}x{side.steps:8d}{1000 * side.train_s / max(1, side.steps):17.0f}"
                   f"{f'median {startup[len(startup) // 2]:.1f} s, max {startup[-1]:.1f} s':>26}"
                   f"{side.outside_trials_cpu_s():27.1f}")
         print(f"the same steps and {METRIC} in {same} of {len(replay)} trials (best {plain.best:.2f} dB plain, "
               f"{searched.best:.2f} dB search)")
-    ratio = sum(p["search"]["wall_s"] for p in pairs) / sum(p["plain"]["wall_s"] for p in pairs)
+    pooled = sum(p["search"]["wall_s"] for p in pairs) / sum(p["plain"]["wall_s"] for p in pairs)
     each = ", ".join(f"{pair['ratio']:.2f}x" for pair in pairs)
-    print(f"\nhpo/search.py against plain Optuna, {len(pairs)} pair(s): {ratio:.2f}x the wall time (pairs: {each})")
-    return {"pairs": pairs, "ratio": ratio}
+    print(f"\nhpo/search.py against plain Optuna, {len(pairs)} pair(s): {pooled:.2f}x the wall time (pairs: {each})")
+    return {"pairs": pairs, "ratio": pooled}
 
 
 def _same_trial(a: dict, b: dict) -> bool:
