@@ -24,9 +24,10 @@ Measured in one run, on the same machine, printed as ratios against a baseline:
 3. The device (`--only device`, `make bench-gpu`): a training step of the default model in fp32 and
    with bf16 autocast, the patches it consumes against what one data core produces (so: how many
    data CPUs a trainer needs to stay under a third of production), whole-volume super-resolution of
-   a 180 x 216 x 180 output with `hpo/superresolve.py`, and the device's utilisation sampled during
-   a 2-trial search. On a GPU machine it measures the GPU; elsewhere the same code runs on the CPU
-   (`--fast` shrinks it to a smoke test, which CI runs).
+   a 180 x 216 x 180 output with `hpo/superresolve.py`, a Ray Train run of the several-worker
+   trial's loop on the device's collective backend (NCCL on a GPU), and the device's utilisation
+   sampled during a 2-trial search. On a GPU machine it measures the GPU; elsewhere the same code
+   runs on the CPU (`--fast` shrinks it to a smoke test, which CI runs).
 """
 
 import argparse
@@ -383,6 +384,48 @@ class Utilisation:
         return {"mean": sum(values) / len(values), "median": values[len(values) // 2], "samples": len(values)}
 
 
+def ddp_check(config: Config, device, steps: int, seed: int) -> dict:
+    """The several-worker trial's path on the device's backend: a Ray Train run of `hpo.trial.worker_loop`.
+
+    NCCL on a GPU, gloo on a CPU: every step all-reduces its progress through it. One worker, as
+    NCCL takes a GPU per rank and one GPU is what a check machine is sure to have.
+    """
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from data_pipeline.dataset import PATCHES_PER_CHUNK
+    from data_pipeline.ray_data import patch_stream
+    from hpo.search import load_volumes, start_ray
+    from hpo.trial import worker_loop
+
+    gpu = device.type == "cuda"
+    backend = "nccl" if gpu else "gloo"
+    config = config.override({"train.max_steps": steps, "train.eval_every": max(1, steps // 2)})
+    heldout = load_volumes([str(p) for p in resolve_inputs(None)], config)
+    patches = steps * config.data.batch_size + PATCHES_PER_CHUNK
+    chunks = plan_chunks(heldout.train_items, patches, seed, PATCHES_PER_CHUNK)
+    start_ray()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = TorchTrainer(
+            worker_loop,
+            train_loop_config={"config": config.to_dict(), "val_cases": ray.put(heldout.checks.blocks),
+                               "cpus_per_worker": 1.0, "origin": time.time()},
+            torch_config=TorchConfig(backend=backend),
+            scaling_config=ScalingConfig(num_workers=1, use_gpu=gpu,
+                                         resources_per_worker={"CPU": 1, "GPU": 1} if gpu else {"CPU": 1}),
+            run_config=RunConfig(name="ddp-check", storage_path=tmp),
+            datasets={"train": patch_stream(chunks, config.data.patch_spec(), 2)},
+        ).fit()
+        wall = time.perf_counter() - start
+    if result.error is not None:
+        raise SystemExit(f"error: the Ray Train run on {backend} failed: {result.error}")
+    metrics = result.metrics
+    return {"backend": backend, "wall_s": wall, "steps": int(metrics["step"]), METRIC: metrics[METRIC],
+            "patches_per_s": metrics["train/patches_per_s"], "startup_s": metrics["time/startup_s"]}
+
+
 def device_check(config: Config, fast: bool, seed: int) -> dict:
     import torch
 
@@ -429,6 +472,11 @@ def device_check(config: Config, fast: bool, seed: int) -> dict:
         out["inference"] = {"output_shape": [2 * n for n in shape], "seconds": time.perf_counter() - start}
     print(f"  super-resolve to {'x'.join(map(str, out['inference']['output_shape']))}   "
           f"{out['inference']['seconds']:8.1f} s (hpo/superresolve.py, whole volume)")
+
+    out["ddp"] = ddp_check(config, device, 4 if fast else 400, seed)
+    ddp = out["ddp"]
+    print(f"  Ray Train worker, {ddp['backend']:5}         {ddp['wall_s']:8.1f} s for {ddp['steps']} steps "
+          f"({ddp['patches_per_s']:.0f} patch pairs/s in its last window), {METRIC} {ddp[METRIC]:.2f} dB")
 
     # Utilisation while a real 2-trial search runs on the device.
     with tempfile.TemporaryDirectory() as tmp:

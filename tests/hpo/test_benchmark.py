@@ -1,6 +1,7 @@
 """The benchmark's fast mode: the same code as the real measurements, on a small model (slow: two searches)."""
 
 import json
+import math
 
 import pytest
 
@@ -34,4 +35,7 @@ def test_device_check_runs_on_the_cpu(ray_cluster, tmp_path):
     assert report["step"]["fp32"]["seconds_per_step"] > 0 and report["step"]["bf16"]["seconds_per_step"] > 0
     assert report["data"]["produced_per_core"] > 0 and report["data"]["cores_for_a_third"] > 0
     assert report["inference"]["output_shape"] == [60, 72, 60] and report["inference"]["seconds"] > 0
+    # The several-worker trial's loop under Ray Train, on the CPU's backend.
+    assert report["ddp"]["backend"] == "gloo" and report["ddp"]["steps"] == 4
+    assert math.isfinite(report["ddp"]["val/psnr"]) and report["ddp"]["patches_per_s"] > 0
     assert report["search"]["exit_code"] == 0 and report["search"]["utilisation"]["samples"] > 0
