@@ -80,7 +80,12 @@ def patch_stream(chunks: list[Chunk], spec: PatchSpec, max_tasks: int = 1) -> ra
     trainer had run dry, and Ray Data's scheduling loop spun in between.
     """
     ds = ray.data.from_items([asdict(c) for c in chunks], override_num_blocks=len(chunks))
-    return ds.map_batches(
+    stream = ds.map_batches(
         partial(_cut, spec=spec), batch_size=1, batch_format="numpy", num_cpus=0,
         compute=ray.data.TaskPoolStrategy(size=max_tasks),
     )
+    # In order whoever iterates it: with several tasks Ray Data hands on blocks as they finish,
+    # unless the options say otherwise, and a dataset keeps its own copy of them (a test read two
+    # tasks' patches in another order than one task's).
+    stream.context.execution_options.preserve_order = True
+    return stream
