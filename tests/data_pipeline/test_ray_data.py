@@ -23,7 +23,11 @@ def test_bad_volumes_are_reported_not_fatal(ray_cluster, tmp_path, anatomical):
 def test_patch_stream_is_seeded_and_shaped(ray_cluster, anatomical):
     train, _ = plan_split([str(anatomical)])
     chunks = plan_chunks(train, total_patches=40, seed=3, patches_per_chunk=16)
-    rows = patch_stream(chunks, SPEC, max_tasks=2).take_all()
+    stream = patch_stream(chunks, SPEC, max_tasks=2)
+    # Two tasks may finish in either order: the stream itself keeps the chunks' order, whatever the
+    # caller's DataContext says (a dataset keeps its own copy of it).
+    assert stream.context.execution_options.preserve_order
+    rows = stream.take_all()
     assert len(rows) == 48  # three tasks of 16
     assert rows[0]["lr"].shape == (1, 8, 8, 8) and rows[0]["hr"].shape == (1, 16, 16, 16)
     again = patch_stream(plan_chunks(train, 40, seed=3, patches_per_chunk=16), SPEC).take_all()
