@@ -148,15 +148,21 @@ class ReplayPruner(optuna.pruners.BasePruner):
 _WORKER: dict = {}  # what each baseline worker process prepares once
 
 
-def _worker_init(base: dict, threads: int, storage_file: str, study_name: str, pruner: ReplayPruner) -> None:
-    config = Config.from_dict(base)
+def training_items_and_blocks(config: Config) -> tuple[list, list]:
+    """The default data's training items and validation blocks, split and cut as the search does."""
     data = config.data
-    set_threads(threads)
     train_items, val_items = plan_split([str(p) for p in resolve_inputs(None)])
     norm = IntensityNorm(data.intensity_percentile)
     pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
+    return train_items, make_block_cases(pairs, data.scale_factor)
+
+
+def _worker_init(base: dict, threads: int, storage_file: str, study_name: str, pruner: ReplayPruner) -> None:
+    config = Config.from_dict(base)
+    set_threads(threads)
+    train_items, cases = training_items_and_blocks(config)
     _WORKER.update(
-        base=config, train_items=train_items, cases=make_block_cases(pairs, data.scale_factor), trials=0,
+        base=config, train_items=train_items, cases=cases, trials=0,
         study=optuna.load_study(study_name=study_name, storage=_journal(storage_file), pruner=pruner),
     )
 
@@ -396,21 +402,21 @@ def ddp_check(config: Config, device, steps: int, seed: int) -> dict:
 
     from data_pipeline.dataset import PATCHES_PER_CHUNK
     from data_pipeline.ray_data import patch_stream
-    from hpo.search import load_volumes, start_ray
+    from hpo.search import start_ray
     from hpo.trial import worker_loop
 
     gpu = device.type == "cuda"
     backend = "nccl" if gpu else "gloo"
     config = config.override({"train.max_steps": steps, "train.eval_every": max(1, steps // 2)})
-    heldout = load_volumes([str(p) for p in resolve_inputs(None)], config)
+    train_items, blocks = training_items_and_blocks(config)
     patches = steps * config.data.batch_size + PATCHES_PER_CHUNK
-    chunks = plan_chunks(heldout.train_items, patches, seed, PATCHES_PER_CHUNK)
+    chunks = plan_chunks(train_items, patches, seed, PATCHES_PER_CHUNK)
     start_ray()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = TorchTrainer(
             worker_loop,
-            train_loop_config={"config": config.to_dict(), "val_cases": ray.put(heldout.checks.blocks),
+            train_loop_config={"config": config.to_dict(), "val_cases": ray.put(blocks),
                                "cpus_per_worker": 1.0, "origin": time.time()},
             torch_config=TorchConfig(backend=backend),
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpu,
