@@ -38,7 +38,7 @@ from hpo.config import SMOKE, Config, parse_overrides
 from hpo.refit import (
     CHAMPION, DEFAULTS, REFIT_TIME_CAP, candidates, plain_run_steps, refit, refit_config, refit_setup,
 )
-from hpo.resources import ResourceError, nodes_to_plan_for, plan_refit, plan_resources
+from hpo.resources import ResourceError, nodes_to_plan_for, plan_refit, plan_resources, share_for_refits
 from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import numbered_space, searched_keys
 from hpo.tracking import (
@@ -431,19 +431,23 @@ def refit_wanted(args: argparse.Namespace) -> bool:
 def run_refits(args, config: Config, prepared: Prepared, best: Best, client: MlflowClient, parent: str, uri: str,
                experiment_id: str, storage: str, name: str) -> None:
     """Train the champion's configuration (and the defaults) with a full budget; print and log how they score."""
+    refits = candidates(best.result.config, config.flat(), control=not args.no_control)
+    nodes = cluster_nodes()
     try:
-        plan = plan_refit(cluster_nodes(), args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
-                          args.data_cpus_per_trial)
+        # The budget is what one plain run trains with `plain`'s resources; the runs may share them.
+        plain = plan_refit(nodes, args.workers_per_trial, args.gpus_per_worker, args.cpus_per_worker,
+                           args.data_cpus_per_trial)
+        plan = share_for_refits(nodes, plain, len(refits))
     except ResourceError as err:
         raise SearchError(str(err)) from None
-    refits = candidates(best.result.config, config.flat(), control=not args.no_control)
     if args.refit_steps is not None or args.fast:
         steps = args.refit_steps if args.refit_steps is not None else 2 * config.train.max_steps
         refit_cfg = refit_config(config, args.refit_minutes, steps, args.fast)
         budget = f"{args.refit_minutes:g} min or {steps} steps, whichever ends first,"
     else:
-        steps = plain_run_steps(client, parent, prepared.setup, plan, args.refit_minutes)
-        refit_cfg = refit_config(config, args.refit_minutes, steps, fast=False, time_cap=REFIT_TIME_CAP)
+        steps = plain_run_steps(client, parent, prepared.setup, plain, args.refit_minutes)
+        sharing = math.ceil(len(refits) / plain.max_concurrent) if plan is not plain else 1
+        refit_cfg = refit_config(config, args.refit_minutes, steps, fast=False, time_cap=REFIT_TIME_CAP * sharing)
         budget = f"{steps} steps (what hpo/train.py trains in {args.refit_minutes:g} min here)"
     print(f"\nrefit: {', '.join(refits)} configuration(s), {budget} each, {plan.max_concurrent} at once, each "
           f"{plan.workers} worker(s) x {plan.cpus_per_worker:g} CPU + {plan.gpus_per_worker:g} GPU", flush=True)

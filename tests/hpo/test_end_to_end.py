@@ -57,6 +57,9 @@ def test_search_refit_evaluate_promote(ray_cluster, tmp_path, capsys):
             run.data.metrics[f"{HELDOUT_PREFIX}{METRIC}"]
     assert "refit: the champion's configuration" in out and "cubic B-spline" in out
     assert ("refit: the defaults, as hpo/train.py" in out) == (len(refits) == 2)
+    # Two refits on one 2-core node share it, a core each, rather than wait for each other.
+    layout = "2 at once, each 1 worker(s) x 0.79 CPU" if len(refits) == 2 else "1 at once, each 1 worker(s) x 1.79 CPU"
+    assert layout in out
     best = max(refits, key=lambda r: r.data.metrics[f"{HELDOUT_PREFIX}{METRIC}"])
     assert f"promotion offers refit-{best.data.tags[REFIT_TAG]} (run {best.info.run_id})" in out
 

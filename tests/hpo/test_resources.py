@@ -1,6 +1,8 @@
 import pytest
 
-from hpo.resources import DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_refit, plan_resources
+from hpo.resources import (
+    DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_refit, plan_resources, share_for_refits,
+)
 
 
 def test_two_cpus_two_workers_leave_room_for_data_tasks():
@@ -70,6 +72,19 @@ def test_a_refit_on_cpus_gets_a_whole_node_and_runs_beside_another_only_on_anoth
     assert (one.cpus_per_worker, one.max_concurrent) == (1.79, 1)  # both cores, less the data budget
     two = plan_refit([{"CPU": 8.0}, {"CPU": 8.0}], 1)
     assert (two.cpus_per_worker, two.max_concurrent) == (7.79, 2)
+
+
+def test_refits_that_would_wait_for_one_cpu_node_split_it_as_trials_do():
+    one_node = [{"CPU": 2.0}]
+    plain = plan_refit(one_node, 1)
+    shared = share_for_refits(one_node, plain, 2)
+    assert shared == plan_resources(one_node, 1)  # a core each, both at once
+    assert (shared.cpus_per_worker, shared.max_concurrent) == (0.79, 2)
+    assert share_for_refits(one_node, plain, 1) == plain  # a lone refit keeps the whole node
+    two_nodes = [{"CPU": 8.0}, {"CPU": 8.0}]
+    assert share_for_refits(two_nodes, plan_refit(two_nodes, 1), 2) == plan_refit(two_nodes, 1)
+    gpus = [{"CPU": 16.0, "GPU": 1.0}]
+    assert share_for_refits(gpus, plan_refit(gpus, 1), 2) == plan_refit(gpus, 1)  # GPU runs wait their turn
 
 
 def test_a_refit_on_gpus_is_planned_as_a_trial():
