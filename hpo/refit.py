@@ -3,8 +3,9 @@
 A search ranks configurations with short trials (400 steps, most stopped after 25): enough to
 tell configurations apart, too short for a generator worth using. So the search ends by training
 the champion's configuration again from scratch, and as a control the hand-picked defaults, each
-with the budget of one plain `hpo/train.py` run (`--refit-minutes`, 8 by default) and the resources
-that run would have (a whole node's CPUs, or a trial's GPUs). They are trials of one more Tune run,
+with the budget of one plain `hpo/train.py` run (`--refit-minutes`, 8 by default) with the resources
+that run would have (a whole node's CPUs, or a trial's GPUs); two CPU refits on one node share it
+and train at once (`hpo.resources.share_for_refits`). They are trials of one more Tune run,
 `<name>-refit`, so they stream their patches, checkpoint, resume and log to MLflow as trials do:
 child runs of the search named `refit-champion` and `refit-defaults`, tagged `mri_sr.refit`. Both
 are scored on the whole held-out regions (`heldout/val/psnr`); `hpo/promote.py` offers the better.
