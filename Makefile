@@ -18,8 +18,9 @@ install: $(STAMP)
 
 # The main job: a 64-trial search on the embedded MNI152 template and the refit of its best configuration
 # beside the defaults (25-35 minutes on 2 AVX512-BF16 cores, with the shared VM's speed and how
-# many trials ASHA lets run long; minutes on a GPU cluster), the best generator promoted to mri-sr-generator@champion, and a real
-# T1 scan it never saw (nibabel's anatomical.nii, 2 mm) super-resolved to 1 mm with it.
+# many trials ASHA lets run long; minutes on a GPU cluster), the best generator promoted to
+# mri-sr-generator@champion, and a real T1 scan it never saw (nibabel's anatomical.nii, 2 mm)
+# super-resolved to 1 mm with it.
 # SEARCH_FLAGS="--trials 8" makes it shorter; every run is a new search (NAME) in one experiment.
 SEARCH_FLAGS ?= --trials 64
 NAME ?= search-$(shell date +%Y%m%d-%H%M%S)

@@ -446,7 +446,7 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
         budget = f"{args.refit_minutes:g} min or {steps} steps, whichever ends first,"
     else:
         steps = plain_run_steps(client, parent, prepared.setup, plain, args.refit_minutes)
-        sharing = math.ceil(len(refits) / plain.max_concurrent) if plan is not plain else 1
+        sharing = plan.max_concurrent // plain.max_concurrent  # runs sharing what one plain run gets
         refit_cfg = refit_config(config, args.refit_minutes, steps, fast=False, time_cap=REFIT_TIME_CAP * sharing)
         budget = f"{steps} steps (what hpo/train.py trains in {args.refit_minutes:g} min here)"
     print(f"\nrefit: {', '.join(refits)} configuration(s), {budget} each, {plan.max_concurrent} at once, each "
