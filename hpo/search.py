@@ -50,6 +50,8 @@ from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, m
 from models.checkpoint import load_generator
 
 DEFAULT_STORAGE = PROJECT_ROOT / "runs" / "ray"
+# ASHA decides after 1, 4, 16, ... evaluations: of every four trials at a decision, one goes on.
+ASHA_REDUCTION = 4
 RAY_ENV = {
     # Each ray.train.report waits for the Train controller's next poll (default 2 s).
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
@@ -238,6 +240,7 @@ def prepare(args: argparse.Namespace, config: Config, heldout: HeldOut, storage:
         gpus_per_worker=plan.gpus_per_worker,
         data_tasks=plan.data_tasks,
         storage_path=f"{storage}/{name}-train",
+        local_steps=config.train.eval_every * ASHA_REDUCTION,  # through ASHA's second decision
     )
     return Prepared(setup, heldout.checks, heldout.volumes_usable, len(heldout.problems), plan.max_concurrent)
 
@@ -266,7 +269,8 @@ def make_tuner(args: argparse.Namespace, config: Config, prepared: Prepared, tra
         trainable,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, search_alg=searcher, num_samples=args.trials,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=evaluations, grace_period=1, reduction_factor=4),
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=evaluations, grace_period=1,
+                                    reduction_factor=ASHA_REDUCTION),
             max_concurrent_trials=prepared.max_concurrent,
             # A trial process serves the next trial: torch, Ray Data and the validation blocks are
             # loaded once per process, not once per trial.

@@ -17,6 +17,7 @@ import time
 _LOADED_AT = time.time()  # before the imports below: a new trial process spends seconds on them
 
 import contextlib  # noqa: E402
+import logging  # noqa: E402
 import threading  # noqa: E402
 import zlib  # noqa: E402
 from collections.abc import Callable, Generator, Iterator  # noqa: E402
@@ -44,14 +45,17 @@ DIVERGED = "diverged"  # 1.0 in the last result of a trial whose loss became non
 # Ray Data dataset a round, the next started when half of one is trained on: Ray Data's executor
 # slows with the blocks a dataset holds (an 8-minute refit planned at once, 825 chunks, trained at
 # 14 patch pairs/s where 17 chunks gave 55-60), and Ray Data cuts ahead as far as memory allows, so
-# a stream planned far beyond what a trial trains before ASHA stops it is cut for nothing.
+# a stream planned far beyond what a trial trains before ASHA stops it is cut for nothing. The
+# rest of a step budget comes as one dataset when it is at most two rounds: each dataset costs
+# about 1.6 CPU-seconds to start and drain beyond cutting its patches (the trial's executor,
+# Ray Data's stats and autoscaling actors), and a 400-step search trial took two where one does.
 ROUND_CHUNKS = 8
 # A several-worker trial's stream is one dataset (Ray Train splits it between the workers): at
 # most this many chunks, repeated when a long run uses them up.
 MAX_DDP_CHUNKS = 32
-# A one-worker trial cuts its first chunks itself (512 patch pairs: 64 steps of 8) and starts its
-# Ray Data stream once ASHA's first decision is behind it and this many of those batches are left.
-LOCAL_CHUNKS = 2
+# A one-worker trial cuts the chunks of its first `TrialSetup.local_steps` steps itself (the
+# search's first two ASHA decisions, 100 steps) and LEAD_STEPS batches more, and starts its Ray
+# Data stream when those LEAD_STEPS batches are left.
 LEAD_STEPS = 24
 
 
@@ -68,6 +72,7 @@ class TrialSetup:
     data_tasks: int  # Ray Data patch tasks at once
     storage_path: str  # where several-worker trials keep their Ray Train runs
     max_failures: int = 2
+    local_steps: int = 0  # a one-worker trial's first steps, on patches it cuts itself (see LEAD_STEPS)
 
     def trial_config(self, params: dict[str, Any]) -> Config:
         return Config.from_dict(self.base_config).override({k: v for k, v in params.items() if k != TRIAL_INDEX})
@@ -80,6 +85,16 @@ class TrialSetup:
         if self.gpus_per_worker:
             resources["GPU"] = self.gpus_per_worker
         return resources
+
+
+# Ray: Train's and Tune's storage log a line at every checkpoint; the search reports each in Tune's
+# table and MLflow, and a 64-trial search printed one per evaluation, some 280, between the tables.
+_CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
+
+
+def _quiet_checkpoint_logs() -> None:
+    for name in _CHECKPOINT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def stream_seed(seed: int, index: int) -> int:
@@ -99,6 +114,7 @@ def checkpoint_path(metrics: dict[str, Any], trial_fs_path: str) -> str | None:
 def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     """The Tune function trainable: the loop right here (one worker) or in a TorchTrainer (several)."""
     origin = _started_at()
+    _quiet_checkpoint_logs()
     index = params.get(TRIAL_INDEX)
     if index is None:  # a search started before trials were numbered
         index = zlib.crc32(tune.get_context().get_trial_id().encode()) % 10_000  # Ray:
@@ -133,6 +149,22 @@ def _started_at() -> float:
     return _LOADED_AT if _trials_in_process == 1 else time.time()
 
 
+def local_plan(config: Config, local_steps: int) -> tuple[int, int, int | None]:
+    """A one-worker trial's (chunks cut in the trial, batches trained before its stream starts,
+    chunks its step budget plans or None).
+
+    The chunks cover `local_steps` and LEAD_STEPS batches more, the stream starts with LEAD_STEPS of
+    them left; a budget they cover needs no stream (one starts only should they run short).
+    """
+    batch = config.data.batch_size
+    planned = planned_patches(config)
+    end = -(-planned // PATCHES_PER_CHUNK) if planned else None
+    local = max(1, -(-(local_steps + LEAD_STEPS) * batch // PATCHES_PER_CHUNK))
+    if end is not None and end <= local:
+        return end, end * PATCHES_PER_CHUNK // batch, end
+    return local, local * PATCHES_PER_CHUNK // batch - LEAD_STEPS, end
+
+
 def _train_in_trial(config: Config, seed: int, setup: TrialSetup, origin: float) -> None:
     from hpo.loop import Runtime
 
@@ -141,23 +173,19 @@ def _train_in_trial(config: Config, seed: int, setup: TrialSetup, origin: float)
     device = torch.device("cuda" if setup.gpus_per_worker else "cpu")
     data = config.data
     # The first chunks are cut right here, and Ray Data starts on the rest only once the trial has
-    # passed ASHA's first decision (`eval_every` steps) with LEAD_STEPS batches still in hand: most
-    # trials end at that decision, and starting a stream they never used cost each of them seconds
-    # of both cores (a 25-step trial took 8-14 s in a search, 4 s in plain processes). Cutting a
-    # chunk here takes milliseconds once the volume is read. The patches are the same either way.
+    # passed ASHA's first two decisions (`local_steps`) with LEAD_STEPS batches still in hand: most
+    # trials end at one of them, and a stream they never used cost each of them seconds of both
+    # cores (a 25-step trial took 8-14 s in a search, 4 s in plain processes; a 100-step trial's
+    # dataset about 1.6 CPU-s beyond its patches). Cutting a chunk here takes milliseconds once
+    # the volume is read (1.1 ms a batch, the stream's trial-side share alone 5). The patches are
+    # the same either way.
     spec = data.patch_spec()
-    local = LOCAL_CHUNKS * PATCHES_PER_CHUNK
-    first = chunk_batches(plan_chunks(setup.train_items, local, seed, PATCHES_PER_CHUNK), spec, data.batch_size,
-                          repeat=False)
-    planned = planned_patches(config)
-    end = -(-planned // PATCHES_PER_CHUNK) if planned else None  # the chunks a step budget plans
-    if end is not None and end <= LOCAL_CHUNKS:
-        start_after = local  # all cut here: a stream only should these run short
-    else:
-        start_after = max(0, min(config.train.eval_every, local // data.batch_size - LEAD_STEPS))
+    local_chunks, start_after, end = local_plan(config, setup.local_steps)
+    first = chunk_batches(plan_chunks(setup.train_items, local_chunks * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK),
+                          spec, data.batch_size, repeat=False)
 
     def rest() -> Generator:
-        return _rounds(setup.train_items, seed, spec, setup.data_tasks, data.batch_size, first=LOCAL_CHUNKS, end=end)
+        return _rounds(setup.train_items, seed, spec, setup.data_tasks, data.batch_size, first=local_chunks, end=end)
 
     run_loop(
         config,
@@ -215,6 +243,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
 
     from hpo.loop import Runtime
 
+    _quiet_checkpoint_logs()
     config = Config.from_dict(loop_config["config"])
     context = ray.train.get_context()  # Ray:
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -294,7 +323,8 @@ def _rounds(
     items: list[SplitItem], seed: int, spec, tasks: int, batch_size: int, first: int, end: int | None = None
 ) -> Generator:
     """Chunks `first`, `first` + 1, ... of the trial's plan (those before it are cut in the trial),
-    ROUND_CHUNKS to a dataset, for as long as the trial trains.
+    ROUND_CHUNKS to a dataset (the plan's rest in one when it is at most two), for as long as the
+    trial trains.
 
     The next round starts when half of one is trained on, up to chunk `end` (what a step budget
     plans; None: no end). Past it, a trial that still trains (a volume became unreadable and its
@@ -302,7 +332,9 @@ def _rounds(
     """
 
     def size(start: int) -> int:
-        return min(ROUND_CHUNKS, end - start) if end is not None and start < end else ROUND_CHUNKS
+        if end is None or start >= end:
+            return ROUND_CHUNKS
+        return end - start if end - start <= 2 * ROUND_CHUNKS else ROUND_CHUNKS
 
     def round_from(start: int) -> Generator:
         chunks = plan_chunks(items, size(start) * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK, first=start)

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from data_pipeline.dataset import plan_split
-from data_pipeline.dataset import PatchSpec, chunk_batches, plan_chunks
+from data_pipeline.dataset import PATCHES_PER_CHUNK, PatchSpec, chunk_batches, plan_chunks, plan_split
 from data_pipeline.ray_data import check_volumes, patch_stream
+from hpo.config import Config
 from tests.conftest import blob, write_nifti
 
 SPEC = PatchSpec("gaussian", 2, 8, 0.9, 99.5)
@@ -75,6 +75,21 @@ def test_a_trial_starts_its_ray_data_stream_only_past_the_first_decision():
     assert list(trial._chained(iter(["a"]), rest, start_after=5)) == ["a", "r0", "r1"]
 
 
+def test_a_trial_cuts_its_first_decisions_patches_itself():
+    """Patches for `local_steps` and LEAD_STEPS more are cut in the trial; its stream starts with LEAD_STEPS left."""
+    from hpo import trial
+
+    config = Config().override({"train.max_steps": 400, "data.batch_size": 8})
+    chunks, start_after, end = trial.local_plan(config, local_steps=100)
+    assert chunks * PATCHES_PER_CHUNK >= (100 + trial.LEAD_STEPS) * 8 > (chunks - 1) * PATCHES_PER_CHUNK
+    assert start_after == chunks * PATCHES_PER_CHUNK // 8 - trial.LEAD_STEPS >= 100  # past the second decision
+    assert end == -(-(int(1.1 * 400 * 8) + 8) // PATCHES_PER_CHUNK)
+    # a budget the local chunks cover: the plan's chunks, all cut here, no stream unless they run short
+    short = Config().override({"train.max_steps": 50, "data.batch_size": 8})
+    chunks, start_after, end = trial.local_plan(short, local_steps=100)
+    assert chunks == end == -(-(int(1.1 * 50 * 8) + 8) // PATCHES_PER_CHUNK) and start_after == chunks * PATCHES_PER_CHUNK // 8
+
+
 def test_rounds_stop_where_the_step_budget_ends_unless_the_trial_needs_more(ray_cluster, anatomical, monkeypatch):
     """Ray Data cuts ahead: a round planned past a trial's budget was cut for nothing."""
     from hpo import trial
@@ -90,12 +105,13 @@ def test_rounds_stop_where_the_step_budget_ends_unless_the_trial_needs_more(ray_
 
     monkeypatch.setattr(trial, "plan_chunks", recording_plan)
     train, _ = plan_split([str(anatomical)])
-    rounds = trial._rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4, first=1, end=4)
-    want = chunk_batches(real_plan(train, 5 * 8, seed=5, patches_per_chunk=8, first=1), SPEC, batch_size=4)
-    for _ in range(6):  # chunks 1-3, two batches each: the plan up to its end
+    rounds = trial._rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4, first=1, end=6)
+    want = chunk_batches(real_plan(train, 7 * 8, seed=5, patches_per_chunk=8, first=1), SPEC, batch_size=4)
+    for _ in range(10):  # chunks 1-5, two batches each: the plan up to its end
         (lr, _), (want_lr, _) = next(rounds), next(want)
         assert np.array_equal(lr.numpy(), want_lr)
-    assert planned == [(1, 2), (3, 1)]  # nothing started past the end
-    (lr, _), (want_lr, _) = next(rounds), next(want)  # the trial wants more: chunk 4 on
-    assert np.array_equal(lr.numpy(), want_lr) and planned[-1] == (4, 2)
+    # a round, then the rest (three chunks: at most two rounds) in one dataset; nothing past the end
+    assert planned == [(1, 2), (3, 3)]
+    (lr, _), (want_lr, _) = next(rounds), next(want)  # the trial wants more: chunk 6 on
+    assert np.array_equal(lr.numpy(), want_lr) and planned[-1] == (6, 2)
     rounds.close()
