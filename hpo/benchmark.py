@@ -68,6 +68,7 @@ class Side:
     train_s: float = 0.0  # training-loop wall time over all trials (evaluations included)
     cpu_s: float = 0.0  # CPU time of every process of the run
     trials_cpu_s: float = 0.0  # of those, the trials' processes (training, validation, patches cut there)
+    outside_cpu_s: dict[str, float] = field(default_factory=dict)  # the rest, by process name
     startup_s: list[float] = field(default_factory=list)
     best: float = float("nan")
     per_trial: list[dict] = field(default_factory=list)  # index, steps, loop seconds, value, config
@@ -90,6 +91,7 @@ class CpuMeter:
     def __init__(self, is_trial, interval: float = 1.0) -> None:
         self.is_trial, self.interval, self._stop = is_trial, interval, threading.Event()
         self.seen: dict[tuple, float] = {}
+        self.names: dict[tuple, str] = {}
         self.trials: set[tuple] = set()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -99,8 +101,10 @@ class CpuMeter:
             try:
                 key = (process.pid, process.create_time())
                 times = process.cpu_times()
-                if key not in self.trials and self.is_trial(" ".join(process.cmdline())):
+                command = process.cmdline()
+                if key not in self.trials and self.is_trial(" ".join(command)):
                     self.trials.add(key)  # Ray names a worker for what it runs: once a trial, always one
+                self.names[key] = _process_name(command)  # Ray renames a worker for what it runs now
                 self.seen[key] = times.user + times.system
             except psutil.Error:
                 pass
@@ -130,6 +134,30 @@ class CpuMeter:
     @property
     def cpu_s(self) -> float:
         return self._used(self.seen)
+
+    def by_name(self) -> dict[str, float]:
+        """CPU seconds of the processes outside the trials, by what they were last seen running."""
+        totals: dict[str, float] = {}
+        for key in set(self.seen) - self.trials:
+            totals[self.names[key]] = totals.get(self.names[key], 0.0) + self._used([key])
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+def _process_name(command: list[str]) -> str:
+    """`ray::ReadChunks` for a Ray worker, `raylet`, `python -m ray.dashboard.dashboard`, ..."""
+    if not command:
+        return "?"
+    if command[0].startswith("ray::"):
+        return command[0].split()[0]
+    program = Path(command[0]).name
+    rest = command[1:]
+    while program.startswith("python") and rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c"):
+        rest = rest[1:]  # -u, -B, ...
+    if program.startswith("python") and rest:
+        if rest[0] in ("-m", "-c"):
+            return f"python -m {rest[1]}" if rest[0] == "-m" and len(rest) > 1 else "python -c"
+        return f"python {Path(rest[0]).name}"
+    return program
 
 
 # --- The baseline: Optuna in worker processes, no Ray ---------------------------------------------
@@ -255,7 +283,7 @@ def plain_search(base: Config, replay: list[dict], plan: TrialResources, seed: i
                 if outcome["value"] == outcome["value"]:
                     side.best = max(outcome["value"], side.best) if side.best == side.best else outcome["value"]
     side.wall_s = time.perf_counter() - start
-    side.cpu_s, side.trials_cpu_s = meter.cpu_s, meter.trials_cpu_s
+    side.cpu_s, side.trials_cpu_s, side.outside_cpu_s = meter.cpu_s, meter.trials_cpu_s, meter.by_name()
     return side
 
 
@@ -281,7 +309,8 @@ def ray_search(args: argparse.Namespace, fixed: dict, workdir: Path) -> Side:
     start = time.perf_counter()
     with CpuMeter(lambda command: command.startswith("ray::ImplicitFunc")) as meter:  # Tune's trial actors
         code = search.main(argv)
-    side = Side(wall_s=time.perf_counter() - start, cpu_s=meter.cpu_s, trials_cpu_s=meter.trials_cpu_s)
+    side = Side(wall_s=time.perf_counter() - start, cpu_s=meter.cpu_s, trials_cpu_s=meter.trials_cpu_s,
+                outside_cpu_s=meter.by_name())
     if code != 0:
         raise SystemExit(f"error: the search failed (exit code {code})")
     client = MlflowClient(uri)
@@ -564,23 +593,46 @@ def compare_searches(args: argparse.Namespace, base: Config, fixed: dict) -> dic
             plain = plain_search(base, replay, plan, args.seed, Path(tmp) / "plain")
         same = sum(map(_same_trial, replay, sorted(plain.per_trial, key=lambda t: t["index"])))
         ratio = searched.wall_s / plain.wall_s
-        pairs.append({"search": asdict(searched), "plain": asdict(plain), "ratio": ratio, "same_trials": same})
+        pace = host_pace(searched, plain)
+        pairs.append({"search": asdict(searched), "plain": asdict(plain), "ratio": ratio, "same_trials": same,
+                      "host_pace": pace, "ratio_at_equal_pace": ratio * pace})
         print(f"\npair {number + 1} of {args.pairs}: {args.trials} trials, at most {args.steps} steps each, "
               f"{plan.max_concurrent} at once x {threads} thread(s); {_cpu_name()}")
-        print(f"{'':34}{'wall':>9}{'ratio':>8}{'steps':>8}{'ms/step in loop':>17}{'start-up per trial':>26}"
-              f"{'CPU-s/trial outside trials':>28}")
+        print(f"{'':34}{'wall':>9}{'ratio':>8}{'steps':>8}{'ms/step in loop':>17}{'trials CPU-ms/step':>20}"
+              f"{'start-up per trial':>26}{'CPU-s/trial outside trials':>28}")
         for label, side, r in (("plain Optuna, worker processes", plain, 1.0),
                                ("hpo/search.py (Ray)", searched, ratio)):
             startup = sorted(side.startup_s)
             print(f"{label:34}{side.wall_s:8.1f}s{r:7.2f}x{side.steps:8d}{1000 * side.train_s / max(1, side.steps):17.0f}"
+                  f"{1000 * side.trials_cpu_s / max(1, side.steps):20.0f}"
                   f"{f'median {startup[len(startup) // 2]:.1f} s, max {startup[-1]:.1f} s':>26}"
                   f"{side.outside_trials_cpu_s():27.1f}")
         print(f"the same steps and {METRIC} in {same} of {len(replay)} trials (best {plain.best:.2f} dB plain, "
               f"{searched.best:.2f} dB search)")
-    pooled = sum(p["search"]["wall_s"] for p in pairs) / sum(p["plain"]["wall_s"] for p in pairs)
+        top = ", ".join(f"{name} {cpu:.1f}" for name, cpu in list(searched.outside_cpu_s.items())[:6])
+        print(f"the search's CPU-s outside its trials, by process: {top}")
+    plain_wall = sum(p["plain"]["wall_s"] for p in pairs)
+    pooled = sum(p["search"]["wall_s"] for p in pairs) / plain_wall
+    at_pace = sum(p["search"]["wall_s"] * p["host_pace"] for p in pairs) / plain_wall
     each = ", ".join(f"{pair['ratio']:.2f}x" for pair in pairs)
+    each_at_pace = ", ".join(f"{pair['ratio_at_equal_pace']:.2f}x" for pair in pairs)
     print(f"\nhpo/search.py against plain Optuna, {len(pairs)} pair(s): {pooled:.2f}x the wall time (pairs: {each})")
-    return {"pairs": pairs, "ratio": pooled}
+    print(f"estimated at one host speed (the baseline's trials' CPU-s per step): {at_pace:.2f}x (pairs: {each_at_pace})")
+    return {"pairs": pairs, "ratio": pooled, "ratio_at_equal_pace": at_pace}
+
+
+def host_pace(searched: Side, plain: Side) -> float:
+    """How much faster the host ran the same training steps during the search than during the baseline.
+
+    Both sides train the same steps of the same trials to the same scores, so their trials' CPU-s
+    per step differ only as the host's speed does (a shared machine's drifts by a third within
+    minutes; a 1.53x pair here spent 578 CPU-s on steps that took 455 minutes later) and by the
+    little each side's trial processes do besides training: the search's stream executor and
+    checkpoint copies, the baseline's patch cutting. The search's wall time times this is the
+    ratio the pair would have measured on a host of one speed: an estimate, printed beside the
+    measured ratio, never instead of it.
+    """
+    return (plain.trials_cpu_s / max(1, plain.steps)) / max(1e-9, searched.trials_cpu_s / max(1, searched.steps))
 
 
 def _same_trial(a: dict, b: dict) -> bool:

@@ -20,10 +20,19 @@ def test_search_comparison_and_patch_rates(ray_cluster, tmp_path, capsys):
             assert pair[side]["steps"] >= 4 and pair[side]["cpu_s"] > pair[side]["train_s"] > 0
             # The trials' processes were told from the rest: each side's driver works too.
             assert pair[side]["cpu_s"] > pair[side]["trials_cpu_s"] > 0
+            # ... and the rest is named by process (the search's: Ray's services, data workers, the driver).
+            outside = pair[side]["outside_cpu_s"]
+            assert sum(outside.values()) == pytest.approx(pair[side]["cpu_s"] - pair[side]["trials_cpu_s"], abs=0.05)
         # The baseline replays the search's trials: the same steps to the same score, trial by trial.
         assert pair["plain"]["steps"] == pair["search"]["steps"] and pair["same_trials"] == 2
+        # The host's speed during each side, from the same steps' CPU-s in the trials.
+        per_step = {side: pair[side]["trials_cpu_s"] / pair[side]["steps"] for side in ("plain", "search")}
+        assert pair["host_pace"] == pytest.approx(per_step["plain"] / per_step["search"])
+        assert pair["ratio_at_equal_pace"] == pytest.approx(pair["ratio"] * pair["host_pace"])
     walls = {side: sum(pair[side]["wall_s"] for pair in report["pairs"]) for side in ("plain", "search")}
     assert report["ratio"] == pytest.approx(walls["search"] / walls["plain"])
+    at_pace = sum(pair["search"]["wall_s"] * pair["host_pace"] for pair in report["pairs"]) / walls["plain"]
+    assert report["ratio_at_equal_pace"] == pytest.approx(at_pace)
     assert report["patches_per_s"]["ray_data"] > 0 and report["patches_per_s"]["pure_function"] > 0
     assert "hpo/search.py (Ray)" in capsys.readouterr().out
 
