@@ -149,15 +149,16 @@ def _process_name(command: list[str]) -> str:
         return "?"
     if command[0].startswith("ray::"):
         return command[0].split()[0]
-    program = Path(command[0]).name
-    rest = command[1:]
-    while program.startswith("python") and rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c"):
+    program, rest = Path(command[0]).name, command[1:]
+    if not program.startswith("python"):
+        return program
+    while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c"):
         rest = rest[1:]  # -u, -B, ...
-    if program.startswith("python") and rest:
-        if rest[0] in ("-m", "-c"):
-            return f"python -m {rest[1]}" if rest[0] == "-m" and len(rest) > 1 else "python -c"
-        return f"python {Path(rest[0]).name}"
-    return program
+    if not rest:
+        return program
+    if rest[0] == "-m" and len(rest) > 1:
+        return f"python -m {rest[1]}"
+    return f"python {rest[0] if rest[0] in ('-m', '-c') else Path(rest[0]).name}"
 
 
 # --- The baseline: Optuna in worker processes, no Ray ---------------------------------------------
