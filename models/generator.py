@@ -4,29 +4,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.grid import Grid
+from models.grid import Factors, Grid, as_factors
 from models.spline import upsample_cubic
-from models.upsample import make_upsampler
+from models.upsample import make_upsampler, upsampling_stages
 
 SKIPS = ("cubic", "linear", "none")
 
 
-def upsample_linear(x: torch.Tensor, scale_factor: int, grid: Grid) -> torch.Tensor:
-    """Trilinear upsampling that honours the grid convention of the degradation (PROTOCOL.md).
+def upsample_linear(x: torch.Tensor, scale_factor: int | Factors, grid: Grid) -> torch.Tensor:
+    """Trilinear upsampling that honours the grid convention of the degradation (docs/protocol.md).
 
     "centre": LR voxel m sits at HR position s*m + (s-1)/2, which is `align_corners=False`.
     "corner": LR voxel m sits at HR position s*m; HR voxel j reads LR coordinate j/s, and the last s-1
     HR voxels, past the last LR centre, repeat the edge.
     """
-    s = scale_factor
+    s = as_factors(scale_factor)
     if grid == "centre":
         return F.interpolate(x, scale_factor=s, mode="trilinear", align_corners=False)
     if grid == "corner":
-        d, h, w = x.shape[-3:]
+        shape = x.shape[-3:]
         padded = F.pad(x, (0, 1, 0, 1, 0, 1), mode="replicate")
         # Size n+1 -> s*n+1 with align_corners=True maps output j to input j/s exactly.
-        up = F.interpolate(padded, size=(s * d + 1, s * h + 1, s * w + 1), mode="trilinear", align_corners=True)
-        return up[..., : s * d, : s * h, : s * w]
+        up = F.interpolate(padded, size=tuple(f * n + 1 for f, n in zip(s, shape)), mode="trilinear", align_corners=True)
+        return up[..., : s[0] * shape[0], : s[1] * shape[1], : s[2] * shape[2]]
     raise ValueError(f"unknown grid convention {grid!r}; choose 'corner' or 'centre'")
 
 
@@ -47,12 +47,17 @@ class ResidualBlock(nn.Module):
 
 
 class Generator3D(nn.Module):
-    """Head conv, residual trunk with a long skip, one x2 upsampler per factor of 2, output conv.
+    """Head conv, residual trunk with a long skip, upsampling stages (`upsampling_stages`), output conv.
 
     `batch_norm=True, global_skip="none"` is the seed's layout. The defaults drop batch norm (it hurts
     regression at small batch sizes) and add the cubic B-spline upsampled input to the output, with
     the output conv starting at zero, so an untrained generator already equals the baseline it must
     beat and training only has to learn the residual detail.
+
+    `noise_map=True` conditions the generator on the noise level, as FFDNet does: the input has a
+    second channel holding the noise level (models/conditioning.py), the image is channel 0, and the
+    skip and the output are one channel. A model that knows how noisy its input is can denoise a
+    noisy scan without also smoothing a clean one.
     """
 
     def __init__(
@@ -60,24 +65,25 @@ class Generator3D(nn.Module):
         in_channels: int = 1,
         base_channels: int = 32,
         num_blocks: int = 6,
-        scale_factor: int = 2,
+        scale_factor: int | Factors = 2,
         upsampler: str = "subpixel_icnr",
         batch_norm: bool = False,
         global_skip: str | bool = "cubic",
         grid: Grid = "corner",
+        noise_map: bool = False,
     ) -> None:
         super().__init__()
-        if scale_factor not in (2, 4):
-            raise ValueError(f"scale_factor must be 2 or 4, got {scale_factor}")
+        factors = as_factors(scale_factor)
         if isinstance(global_skip, bool):  # checkpoints written before the skip had a choice
             global_skip = "linear" if global_skip else "none"
         if global_skip not in SKIPS:
             raise ValueError(f"global_skip must be one of {', '.join(SKIPS)}, got {global_skip!r}")
-        self.scale_factor = scale_factor
+        self.scale_factor = factors
         self.global_skip = global_skip
         self.grid = grid
+        self.noise_map = noise_map
         f = base_channels
-        self.head = nn.Sequential(nn.Conv3d(in_channels, f, 3, padding=1), nn.LeakyReLU(0.2))
+        self.head = nn.Sequential(nn.Conv3d(in_channels + noise_map, f, 3, padding=1), nn.LeakyReLU(0.2))
         self.trunk = nn.Sequential(
             *(ResidualBlock(f, batch_norm) for _ in range(num_blocks)),
             nn.Conv3d(f, f, 3, padding=1, bias=not batch_norm),
@@ -85,8 +91,8 @@ class Generator3D(nn.Module):
         )
         self.upsample = nn.Sequential(
             *(
-                nn.Sequential(make_upsampler(upsampler, f, 2), nn.LeakyReLU(0.2))
-                for _ in range(scale_factor.bit_length() - 1)
+                nn.Sequential(make_upsampler(upsampler, f, stage), nn.LeakyReLU(0.2))
+                for stage in upsampling_stages(factors)
             )
         )
         self.tail = nn.Conv3d(f, in_channels, 3, padding=1)
@@ -95,12 +101,13 @@ class Generator3D(nn.Module):
             nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, D, H, W) -> (B, C, s*D, s*H, s*W)
+        # x: (B, C + noise_map, D, H, W) -> (B, C, a*D, b*H, c*W)
         features = self.head(x)
         features = features + self.trunk(features)
         out = self.tail(self.upsample(features))
+        image = x[:, : out.shape[1]]  # the noise map is no image to upsample
         if self.global_skip == "cubic":
-            out = out + upsample_cubic(x, self.scale_factor, self.grid)
+            out = out + upsample_cubic(image, self.scale_factor, self.grid)
         elif self.global_skip == "linear":
-            out = out + upsample_linear(x, self.scale_factor, self.grid)
+            out = out + upsample_linear(image, self.scale_factor, self.grid)
         return out

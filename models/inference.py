@@ -5,25 +5,25 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from models.grid import lr_offset
+from models.grid import Factors, as_factors, lr_offset
 
 # Weight left on a window's extrapolated HR voxels: small, but not zero, because at the volume's far
 # faces no other window covers them.
 EXTRAPOLATED_WEIGHT = 1e-3
 
 
-def window_weights(roi_size: int | tuple[int, int, int], scale_factor: int, grid: str) -> torch.Tensor:
-    """(1, 1, sRx, sRy, sRz) blending weights of one output window.
+def window_weights(roi_size: int | tuple[int, int, int], scale_factor: int | Factors, grid: str) -> torch.Tensor:
+    """(1, 1, aRx, bRy, cRz) blending weights of one output window, for factors (a, b, c).
 
     A Gaussian, as MONAI's "gaussian" mode, but built at the output resolution, so that the HR
     voxels of a window that lie outside its outermost LR voxel centres (the last s-1 on the "corner"
     grid, about s/2 at each face on the "centre" grid) get almost no weight: the generator can only
     extrapolate them, and the neighbouring window, which sees both sides, decides them instead.
     """
-    s = scale_factor
+    factors = as_factors(scale_factor)
     roi = (roi_size,) * 3 if isinstance(roi_size, int) else tuple(roi_size)
-    weights = compute_importance_map(tuple(s * r for r in roi), mode="gaussian", sigma_scale=0.125, device="cpu")
-    for axis, r in enumerate(roi):
+    weights = compute_importance_map(tuple(s * r for s, r in zip(factors, roi)), mode="gaussian", sigma_scale=0.125, device="cpu")
+    for axis, (s, r) in enumerate(zip(factors, roi)):
         lr_coordinate = torch.arange(s * r) / s + lr_offset(s, grid)  # where each HR voxel reads the LR window
         outside = (lr_coordinate < 0) | (lr_coordinate > r - 1)
         shape = [1, 1, 1]
@@ -36,7 +36,7 @@ def window_weights(roi_size: int | tuple[int, int, int], scale_factor: int, grid
 def sliding_window_superresolve(
     generator: nn.Module,
     lr: torch.Tensor,
-    scale_factor: int,
+    scale_factor: int | Factors,
     grid: str,
     roi_size: int | tuple[int, int, int] = 32,
     batch_size: int = 4,
@@ -45,7 +45,9 @@ def sliding_window_superresolve(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """(1, C, X, Y, Z) LR on the CPU -> (1, C, sX, sY, sZ) float32 on the CPU.
+    """(1, C, X, Y, Z) LR on the CPU -> (1, 1, aX, bY, cZ) float32 on the CPU, for factors (a, b, c).
+
+    C is 2 for a noise-conditioned generator (the image and its noise map, models/conditioning.py).
 
     Only `batch_size` windows live on `device` at a time, so device memory is bounded whatever the
     volume size; the full-size output is gathered on the CPU. Blending hides the seams where the

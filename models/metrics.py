@@ -1,4 +1,4 @@
-"""PSNR and 3D SSIM as PROTOCOL.md defines them: volumes in [0, 1] (R = 1), optional brain mask."""
+"""PSNR and 3D SSIM as docs/protocol.md defines them: volumes in [0, 1] (R = 1), optional brain mask."""
 
 import torch
 

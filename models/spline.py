@@ -1,6 +1,6 @@
 """Cubic B-spline upsampling by an integer factor, in torch, as separable fixed convolutions.
 
-Cubic B-spline interpolation is the baseline every model must beat (PROTOCOL.md). As the generator's
+Cubic B-spline interpolation is the baseline every model must beat (docs/protocol.md). As the generator's
 global skip it makes an untrained generator equal that baseline, so training starts from it rather
 than from linear interpolation, about 1 dB below.
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.grid import Grid, lr_offset
+from models.grid import Factors, Grid, as_factors, lr_offset
 
 RADIUS = 8
 
@@ -45,13 +45,15 @@ def phase_kernels(scale_factor: int, grid: Grid) -> np.ndarray:
     return kernels / kernels.sum(axis=1, keepdims=True)  # the cut prefilter must still keep constants
 
 
-def upsample_cubic(x: torch.Tensor, scale_factor: int, grid: Grid) -> torch.Tensor:
-    """(B, C, D, H, W) -> (B, C, sD, sH, sW); matches scipy's order-3 spline away from the edges."""
-    kernels = torch.as_tensor(phase_kernels(scale_factor, grid), dtype=x.dtype, device=x.device)
+def upsample_cubic(x: torch.Tensor, scale_factor: int | Factors, grid: Grid) -> torch.Tensor:
+    """(B, C, D, H, W) -> (B, C, aD, bH, cW) for factors (a, b, c); matches scipy's order-3 spline
+    away from the edges. An axis of factor 1 is left as it is."""
     b, c = x.shape[:2]
     out = x.reshape(b * c, 1, *x.shape[2:])
-    for axis in range(3):
-        out = _upsample_axis(out, kernels, axis)
+    for axis, s in enumerate(as_factors(scale_factor)):
+        if s > 1:
+            kernels = torch.as_tensor(phase_kernels(s, grid), dtype=x.dtype, device=x.device)
+            out = _upsample_axis(out, kernels, axis)
     return out.reshape(b, c, *out.shape[2:])
 
 

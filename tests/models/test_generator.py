@@ -54,6 +54,25 @@ def test_upsample_linear_follows_the_grid_convention(s):
     assert torch.allclose(centre, ((j - (s - 1) / 2) / s).clamp(0, n - 1))
 
 
-def test_rejects_scale_factor_3():
-    with pytest.raises(ValueError, match="scale_factor"):
-        Generator3D(scale_factor=3)
+def test_rejects_factors_beyond_4():
+    with pytest.raises(ValueError, match="scale factor"):
+        Generator3D(scale_factor=5)
+
+
+@pytest.mark.parametrize("upsampler", UPSAMPLERS)
+@pytest.mark.parametrize("factors", [(1, 1, 4), (2, 2, 3), 3])
+def test_per_axis_factors_for_every_upsampler(upsampler, factors):
+    g = Generator3D(base_channels=4, num_blocks=1, scale_factor=factors, upsampler=upsampler)
+    a, b, c = (factors,) * 3 if isinstance(factors, int) else factors
+    assert g(torch.randn(2, 1, 6, 7, 5)).shape == (2, 1, 6 * a, 7 * b, 5 * c)
+
+
+@pytest.mark.parametrize("grid", ["corner", "centre"])
+def test_noise_map_generator_upsamples_the_image_channel_only(grid):
+    g = Generator3D(base_channels=4, num_blocks=1, grid=grid, scale_factor=(1, 1, 4), noise_map=True)
+    image = torch.randn(1, 1, 5, 6, 7)
+    x = torch.cat([image, torch.full_like(image, 0.5)], dim=1)
+    out = g(x)
+    assert out.shape == (1, 1, 5, 6, 28)
+    assert torch.allclose(out, upsample_cubic(image, (1, 1, 4), grid))  # untrained: the skip alone
+    assert g.head[0].in_channels == 2

@@ -31,3 +31,24 @@ def test_corner_grid_keeps_the_lr_samples():
     lr = torch.rand(1, 1, 7, 7, 7)
     assert torch.allclose(upsample_cubic(lr, 2, "corner")[..., ::2, ::2, ::2], lr, atol=1e-4)
     assert np.allclose(phase_kernels(2, "corner").sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("grid", ["corner", "centre"])
+@pytest.mark.parametrize("factors", [(1, 1, 4), (2, 2, 3), (3, 1, 2)])
+def test_per_axis_skip_matches_the_per_axis_baseline(grid, factors):
+    lr = ndimage.gaussian_filter(np.random.default_rng(1).random((14, 12, 10)), 1.0).astype(np.float32)
+    ours = upsample_cubic(torch.from_numpy(lr)[None, None], factors, grid)[0, 0].numpy()
+    reference = interpolate(lr, factors, grid, "cubic")
+    assert ours.shape == tuple(f * n for f, n in zip(factors, lr.shape))
+    assert np.abs(ours - reference).max() < 5e-5
+
+
+@pytest.mark.parametrize("grid", ["corner", "centre"])
+def test_equal_factors_per_axis_are_the_isotropic_skip(grid):
+    lr = torch.rand(1, 1, 6, 7, 5)
+    assert torch.equal(upsample_cubic(lr, (2, 2, 2), grid), upsample_cubic(lr, 2, grid))
+    # Axes of factor 1 are left as they are: on the corner grid every other slice is the LR slice.
+    thick = upsample_cubic(lr, (1, 1, 2), grid)
+    assert thick.shape == (1, 1, 6, 7, 10)
+    if grid == "corner":
+        assert torch.allclose(thick[..., ::2], lr, atol=1e-4)
