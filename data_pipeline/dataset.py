@@ -15,12 +15,14 @@ from typing import Literal
 
 import numpy as np
 
+from data_pipeline.acquisition import Acquisition
 from data_pipeline.augment import Augment
 from data_pipeline.default_data import default_volume_paths
-from data_pipeline.degrade import crop_to_multiple, get_degradation
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import Volume, VolumeError, is_nifti_path, is_uri, read_volume
-from data_pipeline.patches import PatchSampler, Region, full_region
+from data_pipeline.noise import estimate_sigma
+from data_pipeline.patches import PatchSampler, Region, Shape, full_region, lr_patch_shape
+from models.grid import Factors, as_factors
 
 VALIDATION_FRACTION = 0.3
 GAP_HR_VOXELS = 16
@@ -40,13 +42,14 @@ class SplitItem:
 
 @dataclass(frozen=True)
 class VolumePair:
-    """An HR volume (cropped to a multiple of s), its simulated LR, both divided by the LR's scale."""
+    """An HR volume (cropped to a multiple of the factors), its simulated LR, both divided by the LR's scale."""
 
     source: str
     lr: np.ndarray  # (X, Y, Z)
-    hr: np.ndarray  # (sX, sY, sZ)
+    hr: np.ndarray  # (aX, bY, cZ)
     intensity_scale: float
     region: Region  # LR voxels this pair may use (the split)
+    sigma: float = 0.0  # the LR's noise sigma as inference estimates it, in model units
 
 
 def resolve_inputs(data: list[str] | None) -> list[str]:
@@ -101,42 +104,92 @@ def plan_split(paths: list[str]) -> tuple[list[SplitItem], list[SplitItem]]:
     return train, validation
 
 
-def split_single(lr_shape: tuple[int, int, int], scale_factor: int) -> tuple[Region, Region]:
+def split_single(lr_shape: tuple[int, int, int], scale_factor: int | Factors) -> tuple[Region, Region]:
     """(train, validation) regions in LR voxels along y, with the gap between them unused.
 
     The gap shrinks on tiny volumes (a tenth of y) so that both sides still hold a patch.
     """
     x, y, z = lr_shape
     val_start = int(round(y * (1 - VALIDATION_FRACTION)))
-    train_stop = val_start - min(GAP_HR_VOXELS // scale_factor, max(1, y // 10))
+    train_stop = val_start - min(GAP_HR_VOXELS // as_factors(scale_factor)[1], max(1, y // 10))
     return ((0, x), (0, train_stop), (0, z)), ((0, x), (val_start, y), (0, z))
 
 
-def region_of(part: Part, lr_shape: tuple[int, int, int], scale_factor: int) -> Region:
+def region_of(part: Part, lr_shape: tuple[int, int, int], scale_factor: int | Factors) -> Region:
     if part == "whole":
         return full_region(lr_shape)
     train, validation = split_single(lr_shape, scale_factor)
     return train if part == "train" else validation
 
 
-def make_pair(volume: Volume, part: Part, degradation: str, scale_factor: int, norm: IntensityNorm) -> VolumePair:
-    hr = crop_to_multiple(volume.data, scale_factor)
-    lr = get_degradation(degradation)(hr, scale_factor)
+def make_pair(volume: Volume, part: Part, acquisition: Acquisition, norm: IntensityNorm, validation: bool = False) -> VolumePair:
+    """The pair of one volume's part. Training pairs are noise-free (patches get their own noise);
+    `validation` pairs carry the acquisition's fixed validation noise, scaled as inference scales a
+    scan: by the noisy LR."""
+    hr, lr = acquisition.simulate(volume.data)
+    if validation:
+        lr = acquisition.with_validation_noise(lr, volume.source)
     scale = norm.scale_of(lr)
-    return VolumePair(volume.source, lr / scale, hr / scale, scale, region_of(part, lr.shape, scale_factor))
+    return VolumePair(volume.source, lr / scale, hr / scale, scale,
+                      region_of(part, lr.shape, acquisition.scale_factor), estimate_sigma(lr) / scale)
 
 
-def min_shape_for(scale_factor: int, patch_size: int) -> tuple[int, int, int]:
+def min_shape_for(scale_factor: int | Factors, patch_size: int) -> tuple[int, int, int]:
     """The smallest usable HR volume: one training patch."""
-    return (scale_factor * patch_size,) * 3
+    s = as_factors(scale_factor)
+    return tuple(f * n for f, n in zip(s, lr_patch_shape(patch_size, s)))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """What cutting a training patch needs: the data part of the config, and whether the generator
+    takes a noise map."""
+
+    acquisition: Acquisition
+    patch_size: int
+    foreground_fraction: float
+    intensity_percentile: float
+    augment: Augment = Augment()
+    noise_map: bool = False
+
+    @property
+    def lr_shape(self) -> Shape:
+        return lr_patch_shape(self.patch_size, self.acquisition.scale_factor)
+
+    @property
+    def hr_shape(self) -> Shape:
+        return tuple(f * n for f, n in zip(self.acquisition.scale_factor, self.lr_shape))  # type: ignore[return-value]
+
+    @property
+    def lr_channels(self) -> int:
+        return 1 + self.noise_map
+
+    @property
+    def min_shape(self) -> tuple[int, int, int]:
+        return min_shape_for(self.acquisition.scale_factor, self.patch_size)
+
+    def sampler(self, pair: VolumePair) -> PatchSampler:
+        a = self.acquisition
+        return PatchSampler(pair.lr, pair.hr, a.scale_factor, self.lr_shape, pair.region, self.foreground_fraction,
+                            a.noise, self.noise_map, a.noise_free_fraction)
+
+
+def split_problem(shape: tuple[int, int, int], part: Part, spec: PatchSpec) -> str | None:
+    """Why the `part` of a volume of HR `shape` holds no training patch, or None."""
+    lr_shape = tuple(n // f for n, f in zip(shape, spec.acquisition.scale_factor))
+    region = region_of(part, lr_shape, spec.acquisition.scale_factor)  # type: ignore[arg-type]
+    short = [(axis, b - a, p) for axis, ((a, b), p) in enumerate(zip(region, spec.lr_shape)) if b - a < p]
+    if not short:
+        return None
+    axis, have, need = short[0]
+    held = " after the held-out part and the gap" if part == "train" else ""
+    return (f"{have} LR voxels along axis {'xyz'[axis]} are left for training{held}, fewer than one patch ({need}); "
+            "give a larger volume, or several volumes (whole volumes are then held out)")
 
 
 def load_pairs(
     paths: list[str],
-    degradation: str,
-    scale_factor: int,
-    patch_size: int,
-    norm: IntensityNorm,
+    spec: PatchSpec,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
 ) -> tuple[list[VolumePair], list[VolumePair]]:
     """Read, validate and degrade every volume; unusable ones are reported and skipped.
@@ -146,7 +199,7 @@ def load_pairs(
     volumes: dict[str, Volume] = {}
     for path in paths:
         try:
-            volumes[path] = read_volume(path, min_shape=min_shape_for(scale_factor, patch_size))
+            volumes[path] = read_volume(path, min_shape=spec.min_shape)
         except VolumeError as err:
             log(f"skipped {err}")
     if len(volumes) < len(paths):
@@ -154,41 +207,24 @@ def load_pairs(
     if not volumes:
         raise VolumeError(", ".join(paths[:3]) + ("..." if len(paths) > 3 else ""), "no usable volume")
     train, validation = plan_split(list(volumes))
-    make = lambda item: make_pair(volumes[item.path], item.part, degradation, scale_factor, norm)  # noqa: E731
-    return [make(item) for item in train], [make(item) for item in validation]
+    for item in train:
+        if problem := split_problem(volumes[item.path].data.shape, item.part, spec):
+            raise VolumeError(item.path, problem)
+    norm = IntensityNorm(spec.intensity_percentile)
+    return (
+        [make_pair(volumes[item.path], item.part, spec.acquisition, norm) for item in train],
+        [make_pair(volumes[item.path], item.part, spec.acquisition, norm, validation=True) for item in validation],
+    )
 
 
-def patch_batches(
-    pairs: list[VolumePair],
-    scale_factor: int,
-    patch_size: int,
-    batch_size: int,
-    seed: int,
-    foreground_fraction: float = 0.9,
-    augment: Augment | None = None,
-    grid: str = "corner",
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """An endless stream of (B, 1, p, p, p) LR and (B, 1, sp, sp, sp) HR batches from the training regions."""
-    samplers = [
-        PatchSampler(pair.lr, pair.hr, scale_factor, patch_size, pair.region, foreground_fraction) for pair in pairs
-    ]
+def patch_batches(pairs: list[VolumePair], spec: PatchSpec, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """An endless stream of (B, C, p...) LR and (B, 1, s*p...) HR batches from the training regions."""
+    samplers = [spec.sampler(pair) for pair in pairs]
     rng = np.random.default_rng(seed)
     while True:
         counts = np.bincount(rng.integers(len(samplers), size=batch_size), minlength=len(samplers))
-        parts = [sampler.sample(int(n), rng, augment, grid) for sampler, n in zip(samplers, counts) if n]
+        parts = [sampler.sample(int(n), rng, spec.augment, spec.acquisition.grid) for sampler, n in zip(samplers, counts) if n]
         yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-@dataclass(frozen=True)
-class PatchSpec:
-    """What cutting a training patch needs: the data part of the config."""
-
-    degradation: str
-    scale_factor: int
-    patch_size: int
-    foreground_fraction: float
-    intensity_percentile: float
-    augment: Augment = Augment()
 
 
 @dataclass(frozen=True)
@@ -223,15 +259,14 @@ def sampler_for(path: str, part: Part, spec: PatchSpec) -> PatchSampler:
     Reading and blurring a volume costs about a second, cutting 256 patches a few milliseconds:
     processes that cut many chunks (Ray's data workers, which Ray reuses) keep the last few.
     """
-    volume = read_volume(path, min_shape=min_shape_for(spec.scale_factor, spec.patch_size))
-    pair = make_pair(volume, part, spec.degradation, spec.scale_factor, IntensityNorm(spec.intensity_percentile))
-    return PatchSampler(pair.lr, pair.hr, spec.scale_factor, spec.patch_size, pair.region, spec.foreground_fraction)
+    volume = read_volume(path, min_shape=spec.min_shape)
+    return spec.sampler(make_pair(volume, part, spec.acquisition, IntensityNorm(spec.intensity_percentile)))
 
 
 def cut_chunk(chunk: Chunk, spec: PatchSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(count, 1, p, p, p) LR and (count, 1, sp, sp, sp) HR patches of one chunk."""
+    """(count, C, p...) LR and (count, 1, s*p...) HR patches of one chunk."""
     return sampler_for(chunk.path, chunk.part, spec).sample(
-        chunk.count, np.random.default_rng(chunk.seed), spec.augment, get_degradation(spec.degradation).grid
+        chunk.count, np.random.default_rng(chunk.seed), spec.augment, spec.acquisition.grid
     )
 
 

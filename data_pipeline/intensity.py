@@ -5,6 +5,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+def foreground(volume: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Voxels brighter than `fraction` of the volume's high percentile: brain, not background."""
+    return volume > fraction * np.percentile(volume, 99.5)
+
+
 @dataclass(frozen=True)
 class IntensityNorm:
     """Divide by a high percentile of the LR volume's foreground.

@@ -96,6 +96,11 @@ def _validated(img: nib.spatialimages.SpatialImage, source: str | Path, min_shap
         raise VolumeError(source, f"{len(shape)}D image of shape {shape}; give one 3D volume")
     if len(shape) < 3 or min(shape) < 2:
         raise VolumeError(source, f"2D image of shape {img.shape}; a 3D volume is needed")
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None:
+        raise VolumeError(source, f"RGB or other multi-channel voxels ({dtype}); give one grey-value volume")
+    if dtype.kind == "c":
+        raise VolumeError(source, f"complex voxels ({dtype}); give the magnitude image")
     try:
         data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape)
     except (OSError, EOFError, zlib.error, ValueError) as err:
@@ -105,6 +110,8 @@ def _validated(img: nib.spatialimages.SpatialImage, source: str | Path, min_shap
         raise VolumeError(source, f"{bad} NaN or Inf voxels")
     if data.min() == data.max():
         raise VolumeError(source, f"constant volume (every voxel is {data.flat[0]:g})")
+    if data.max() <= 0:
+        raise VolumeError(source, "no positive voxel: a magnitude image is needed")
     if min_shape is not None and any(n < m for n, m in zip(shape, min_shape)):
         raise VolumeError(source, f"shape {shape} is smaller than one patch {tuple(min_shape)}")
     affine = np.asarray(img.affine, dtype=np.float64)
@@ -134,21 +141,29 @@ def typical_voxel_mm(paths: list[str]) -> float:
     return float(np.median(sizes)) if sizes else 0.0
 
 
-def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, like: nib.Nifti1Header | None = None) -> None:
-    """Write float32 data with `affine`, keeping the sform/qform codes of the header `like`.
+def write_volume(
+    path: str | Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    like: nib.Nifti1Header | None = None,
+    qform: np.ndarray | None = None,
+) -> None:
+    """Write float32 data with `affine` as its sform and `qform` (default: `affine`) as its qform,
+    keeping the sform/qform codes of the header `like`.
 
     `Nifti1Image(data, affine, header=like)` would reset sform_code to 2 and keep the input's on-disk
-    dtype (a uint8 input would quantise the output), so both are set explicitly.
+    dtype (a uint8 input would quantise the output), so both are set explicitly. An input with both
+    codes 0 has no orientation: readers place it by its voxel sizes alone (NIfTI method 1), so the
+    output keeps both codes 0 and states only its voxel sizes; writing nibabel's fallback affine
+    (x flipped) as an sform would mirror it against the input in those readers.
     """
     img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
     sform_code = int(like["sform_code"]) if like is not None else 2
     qform_code = int(like["qform_code"]) if like is not None else 0
-    if sform_code == 0 and qform_code == 0:
-        # The input had no orientation; nibabel read it with a default affine, which the output
-        # must state explicitly or the upsampled grid's shift is lost.
-        sform_code = 2
     img.set_sform(affine, code=sform_code)
-    img.set_qform(affine, code=qform_code)
+    img.set_qform(affine if qform is None else qform, code=qform_code)
+    if sform_code == 0 and qform_code == 0:
+        img.header.set_zooms(tuple(voxel_sizes(affine)))
     img.set_data_dtype(np.float32)
     if like is not None:
         img.header.set_xyzt_units(*like.get_xyzt_units())

@@ -66,9 +66,9 @@ def _cut(rows: dict[str, np.ndarray], spec: PatchSpec) -> dict[str, np.ndarray]:
         lr, hr = cut_chunk(chunk, spec)
     except VolumeError as err:  # checked before the search, but storage can change under it
         logger.warning("skipped %s", err)
-        p, s = spec.patch_size, spec.patch_size * spec.scale_factor
-        return {"lr": np.zeros((0, 1, p, p, p), np.float32), "hr": np.zeros((0, 1, s, s, s), np.float32)}
-    return {"lr": lr, "hr": hr}  # (count, 1, p, p, p), (count, 1, sp, sp, sp)
+        return {"lr": np.zeros((0, spec.lr_channels, *spec.lr_shape), np.float32),
+                "hr": np.zeros((0, 1, *spec.hr_shape), np.float32)}
+    return {"lr": lr, "hr": hr}  # (count, C, p...), (count, 1, s*p...)
 
 
 def patch_stream(chunks: list[Chunk], spec: PatchSpec, max_tasks: int = 1) -> ray.data.Dataset:

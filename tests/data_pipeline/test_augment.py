@@ -57,6 +57,6 @@ def test_augmentation_off_leaves_the_patch_stream_unchanged():
 
 def test_augmentation_is_config_and_checked():
     config = Config().override({"data.augment_flips": "true", "data.augment_gamma": "0.3"})
-    assert config.data.patch_spec().augment == Augment(True, 0.3, 0.0)
+    assert config.patch_spec().augment == Augment(True, 0.3, 0.0)
     with pytest.raises(ValueError, match="augment_gamma"):
         Config().override({"data.augment_gamma": 2.0})

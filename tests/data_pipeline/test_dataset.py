@@ -1,11 +1,20 @@
 import numpy as np
 import pytest
 
-from data_pipeline.dataset import GAP_HR_VOXELS, load_pairs, patch_batches, resolve_inputs, split_single
+from data_pipeline.acquisition import Acquisition
+from data_pipeline.dataset import (
+    GAP_HR_VOXELS,
+    PatchSpec,
+    load_pairs,
+    patch_batches,
+    resolve_inputs,
+    split_single,
+)
 from data_pipeline.default_data import MNI152_T1
-from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import VolumeError
 from tests.conftest import blob, write_nifti
+
+SPEC = PatchSpec(Acquisition("gaussian", 2), 8, 0.9, 99.5)
 
 
 def test_default_data_is_the_embedded_template():
@@ -27,17 +36,17 @@ def test_bad_volumes_are_reported_and_skipped(tmp_path):
         write_nifti(tmp_path / f"good{i}.nii.gz", blob((32, 32, 32), seed=i))
     (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b garbage")
     logged = []
-    train, val = load_pairs(resolve_inputs([str(tmp_path)]), "gaussian", 2, 8, IntensityNorm(), log=logged.append)
+    train, val = load_pairs(resolve_inputs([str(tmp_path)]), SPEC, log=logged.append)
     assert len(train) + len(val) == 3 and len(val) == 1
     assert any("broken.nii.gz" in line for line in logged) and logged[-1] == "skipped 1 of 4 volumes"
-    batch_lr, batch_hr = next(patch_batches(train, 2, 8, 5, seed=0))
+    batch_lr, batch_hr = next(patch_batches(train, SPEC, 5, seed=0))
     assert batch_lr.shape == (5, 1, 8, 8, 8) and batch_hr.shape == (5, 1, 16, 16, 16)
 
 
 def test_no_usable_volume_is_an_error(tmp_path):
     write_nifti(tmp_path / "flat.nii.gz", np.ones((32, 32, 32)))
     with pytest.raises(VolumeError, match="no usable volume"):
-        load_pairs([str(tmp_path / "flat.nii.gz")], "gaussian", 2, 8, IntensityNorm(), log=lambda _: None)
+        load_pairs([str(tmp_path / "flat.nii.gz")], SPEC, log=lambda _: None)
 
 
 def test_missing_inputs_are_named(tmp_path):

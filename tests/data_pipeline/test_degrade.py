@@ -73,3 +73,49 @@ def test_crop_to_multiple_and_unknown_names():
         get_degradation("gaussian")(np.zeros((9, 10, 10), np.float32), 2)
     with pytest.raises(ValueError, match="unknown degradation"):
         get_degradation("bilinear")
+
+
+@pytest.mark.parametrize("name", DEGRADATIONS)
+@pytest.mark.parametrize("factors", [(1, 1, 4), (2, 2, 3)])
+def test_per_axis_shapes_leave_factor_one_axes_alone(name, factors):
+    hr = np.random.default_rng(0).random((12, 24, 24), dtype=np.float32)
+    lr = get_degradation(name)(hr, factors)
+    assert lr.shape == tuple(n // f for n, f in zip(hr.shape, factors))
+    if factors[0] == 1 and name != "kspace":
+        # Along an axis of factor 1 nothing mixes: a volume constant in y and z keeps its x profile.
+        flat = np.broadcast_to(hr[:, :1, :1], hr.shape).copy()
+        assert np.allclose(get_degradation(name)(flat, factors)[:, 0, 0], hr[:, 0, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("s", [2, 3, 4])
+def test_thick_slice_samples_the_centre_grid_with_its_profile(s):
+    n = 12 * s
+    z = np.arange(n, dtype=np.float32)
+    hr = np.broadcast_to(z[None, None, :], (4, 4, n)).copy()
+    degradation = get_degradation("thick_slice")
+    lr = degradation(hr, (1, 1, s))
+    assert degradation.grid == "centre" and lr.shape == (4, 4, 12)
+    k = np.arange(3, 9)  # away from the ends, where the profile meets the edge
+    assert np.allclose(lr[0, 0, k], s * k + (s - 1) / 2, atol=1e-3)  # a symmetric profile keeps a ramp
+    # The profile's width: a bright HR slice inside slab 6 reaches the neighbouring slabs more as
+    # the slices thicken (overlap), less with a gap between them.
+    impulse = np.zeros((4, 4, n), np.float32)
+    impulse[..., 6 * s + s // 2] = 1.0
+    leak = []
+    for thickness in (0.5, 1.0, 2.0):
+        profile = degradation(impulse, (1, 1, s), thickness)[0, 0]
+        leak.append((profile[5] + profile[7]) / profile[6])
+    assert leak[0] < leak[1] < leak[2]
+
+
+def test_slice_profile_weights_sum_to_one_and_peak_at_the_slab_centre():
+    from data_pipeline.degrade import slice_profile_weights
+
+    w = slice_profile_weights(40, 4, 1.0)
+    assert w.shape == (10, 40) and np.allclose(w.sum(axis=1), 1.0)
+    assert np.allclose((w[5] * np.arange(40)).sum(), 4 * 5 + 1.5, atol=1e-6)
+    # FWHM = thickness x spacing: the weight at half the FWHM from the centre is half the peak.
+    g = slice_profile_weights(400, 4, 2.5)[50]
+    centre = 4 * 50 + 1.5
+    half = lambda d: np.interp(centre + d, np.arange(400), g)  # noqa: E731
+    assert abs(half(2.5 * 4 / 2) / half(0.0) - 0.5) < 0.02

@@ -49,3 +49,20 @@ def test_centre_grid_splits_each_lr_voxel_over_its_footprint(affine, shape, s):
 def test_unknown_grid():
     with pytest.raises(ValueError, match="grid"):
         upsampled_affine(np.eye(4), 2, "edge")
+
+
+@pytest.mark.parametrize("affine", [np.diag([1.0, 1.0, 4.0, 1.0]), OBLIQUE], ids=["thick-slices", "oblique"])
+@pytest.mark.parametrize("factors", [(1, 1, 4), (2, 2, 3)])
+def test_per_axis_affine_on_both_grids(affine, factors):
+    f = np.array(factors)
+    corner, centre = upsampled_affine(affine, factors, "corner"), upsampled_affine(affine, factors, "centre")
+    for m in [(0, 0, 0), (3, 1, 2), (4, 5, 6)]:
+        # Corner: LR voxel m sits on HR voxel f*m.
+        assert np.allclose(world(corner, f * np.array(m)), world(affine, m))
+        # Centre: LR voxel m sits at HR position f*m + (f-1)/2, the middle of its slab.
+        assert np.allclose(world(centre, f * np.array(m) + (f - 1) / 2), world(affine, m))
+    # Axes of factor 1 are not moved; the centre grid keeps the LR volume's outer faces.
+    assert np.allclose(world(centre, [-0.5, -0.5, -0.5]), world(affine, [-0.5, -0.5, -0.5]))
+    assert np.allclose(np.linalg.det(centre[:3, :3]), np.linalg.det(affine[:3, :3]) / f.prod())
+    # Equal factors per axis are the isotropic affine.
+    assert np.allclose(upsampled_affine(affine, (2, 2, 2), "centre"), upsampled_affine(affine, 2, "centre"))

@@ -77,6 +77,22 @@ def _singular(tmp_path):
     return path
 
 
+def _rgb(tmp_path):
+    rgb = np.zeros((16, 16, 16), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["G"] = np.clip(blob((16, 16, 16)), 0, 255)
+    path = tmp_path / "rgb.nii.gz"
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), str(path))
+    return path
+
+
+def _complex(tmp_path):
+    return write_nifti(tmp_path / "complex.nii.gz", blob((16, 16, 16)) * (1 + 1j), dtype=np.complex64)
+
+
+def _no_positive(tmp_path):
+    return write_nifti(tmp_path / "negative.nii.gz", -np.abs(blob((16, 16, 16))) - 1)
+
+
 BAD = {
     _not_nifti: "not a NIfTI file",
     _truncated_gzip: "truncated or corrupt",
@@ -89,6 +105,9 @@ BAD = {
     _inf: "NaN or Inf",
     _constant: "constant volume",
     _singular: "singular",
+    _rgb: "RGB",
+    _complex: "complex voxels",
+    _no_positive: "no positive voxel",
 }
 
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from data_pipeline.patches import PatchSampler, foreground
+from data_pipeline.intensity import foreground
+from data_pipeline.patches import PatchSampler
 from tests.conftest import blob
 
 

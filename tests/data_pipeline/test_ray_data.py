@@ -2,12 +2,19 @@
 
 import numpy as np
 
-from data_pipeline.dataset import PATCHES_PER_CHUNK, PatchSpec, chunk_batches, plan_chunks, plan_split
+from data_pipeline.acquisition import Acquisition
+from data_pipeline.dataset import (
+    PATCHES_PER_CHUNK,
+    PatchSpec,
+    chunk_batches,
+    plan_chunks,
+    plan_split,
+)
 from data_pipeline.ray_data import check_volumes, patch_stream
 from hpo.config import Config
 from tests.conftest import blob, write_nifti
 
-SPEC = PatchSpec("gaussian", 2, 8, 0.9, 99.5)
+SPEC = PatchSpec(Acquisition("gaussian", 2), 8, 0.9, 99.5)
 
 
 def test_bad_volumes_are_reported_not_fatal(ray_cluster, tmp_path, anatomical):

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from data_pipeline.noise import (
+    MAD_PER_SIGMA,
+    estimate_level,
+    estimate_sigma,
+    fixed_noise,
+    foreground_mean,
+    rician,
+)
+from data_pipeline.patches import PatchSampler
+from models.conditioning import NOISE_MAP_GAIN
+from tests.conftest import blob
+
+
+def test_rician_noise_statistics_and_its_bias_at_low_snr():
+    rng = np.random.default_rng(0)
+    sigma = 1.0
+    for a in (0.0, 0.5, 1.0, 3.0, 20.0):
+        m = rician(np.full(200_000, a, np.float32), sigma, rng)
+        assert m.min() >= 0
+        # The second moment is exact at every SNR: E[M^2] = A^2 + 2 sigma^2.
+        assert np.mean(m.astype(np.float64) ** 2) == pytest.approx(a * a + 2 * sigma**2, rel=0.01)
+        if a == 0:  # background: Rayleigh, mean sigma sqrt(pi/2)
+            assert m.mean() == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.01)
+        if a <= 1:  # low SNR: biased upward, well beyond the sampling error
+            assert m.mean() > a + 0.2 * sigma
+        if a == 20:  # high SNR: close to Gaussian around A with standard deviation sigma
+            assert m.mean() == pytest.approx(a + sigma**2 / (2 * a), abs=0.01)
+            assert m.std() == pytest.approx(sigma, rel=0.02)
+
+
+def test_rician_takes_a_sigma_per_patch():
+    rng = np.random.default_rng(1)
+    patches = np.full((3, 1, 16, 16, 16), 50.0, np.float32)
+    noisy = rician(patches, np.array([0.0, 1.0, 4.0], np.float32).reshape(3, 1, 1, 1, 1), rng)
+    assert np.array_equal(noisy[0], patches[0])
+    assert noisy[1].std() == pytest.approx(1.0, rel=0.1) and noisy[2].std() == pytest.approx(4.0, rel=0.1)
+
+
+@pytest.mark.parametrize("level", [0.01, 0.04, 0.07])
+def test_sigma_is_estimated_from_the_scan(level):
+    inside = blob((48, 48, 48), seed=3) > 50
+    smooth = np.where(inside, 100 + 10 * np.linspace(0, 1, 48)[:, None, None], 0).astype(np.float32)
+    sigma = level * foreground_mean(smooth)
+    noisy = rician(smooth, sigma, np.random.default_rng(2))
+    assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.1)
+    assert estimate_level(noisy) == pytest.approx(level, rel=0.15)
+    assert estimate_sigma(smooth) < 0.1 * sigma  # a noise-free smooth volume has almost none
+    assert MAD_PER_SIGMA == pytest.approx(0.6745)
+
+
+def test_validation_noise_is_fixed_per_volume():
+    lr = np.clip(blob((16, 16, 16)), 0, None)
+    a, sigma = fixed_noise(lr, 0.04, "a.nii.gz")
+    assert sigma == pytest.approx(0.04 * foreground_mean(lr))
+    assert np.array_equal(a, fixed_noise(lr, 0.04, "a.nii.gz")[0])  # the same every time
+    assert not np.array_equal(a, fixed_noise(lr, 0.04, "b.nii.gz")[0])  # another volume, other noise
+    assert fixed_noise(lr, 0.0, "a.nii.gz")[0] is lr
+
+
+def test_patches_get_a_noise_level_each_and_carry_it_as_a_map():
+    hr = np.clip(blob((32, 32, 32)), 0, None)
+    lr = np.ascontiguousarray(hr[::2, ::2, ::2])
+    sampler = PatchSampler(lr, hr, 2, 8, noise=(0.02, 0.06), noise_map=True)
+    clean = PatchSampler(lr, hr, 2, 8)
+    x, y = sampler.sample(64, np.random.default_rng(0))
+    x0, y0 = clean.sample(64, np.random.default_rng(0))
+    assert x.shape == (64, 2, 8, 8, 8) and np.array_equal(y, y0)  # HR untouched, same patches
+    level = x[:, 1].reshape(64, -1)
+    assert np.all(level == level[:, :1])  # one level per patch
+    sigma = np.sqrt((level[:, 0] / NOISE_MAP_GAIN) ** 2 - sampler.sigma_floor**2)
+    mean = foreground_mean(lr)
+    assert sigma.min() >= 0.02 * mean * 0.999 and sigma.max() <= 0.06 * mean * 1.001
+    assert np.ptp(sigma) > 0.02 * mean  # drawn from the range, not one value
+    # The noise is what the map says: the residual's spread follows each patch's sigma.
+    residual = (x[:, 0] - x0[:, 0]).reshape(64, -1)
+    bright = (x0[:, 0].reshape(64, -1) > 0.5 * mean)
+    spread = np.array([r[b].std() if b.sum() > 50 else np.nan for r, b in zip(residual, bright)])
+    ok = ~np.isnan(spread)
+    assert np.corrcoef(spread[ok], sigma[ok])[0, 1] > 0.9
