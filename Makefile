@@ -29,12 +29,14 @@ run: $(STAMP)
 	$(PY) hpo/search.py --name $(NAME) $(SEARCH_FLAGS)
 	$(PY) hpo/promote.py --search $(NAME)
 	mkdir -p $(RUN_DIR)
-	$(PY) hpo/superresolve.py $(SCAN) $(RUN_DIR)/anatomical_x2.nii.gz --model models:/mri-sr-generator@champion
+	$(PY) hpo/superresolve.py $(SCAN) $(RUN_DIR)/anatomical_x2.nii.gz --model models:/mri-sr-generator@champion \
+		--figure $(RUN_DIR)/anatomical_x2.png
 
 # One training run, no search (about 9 minutes on 2 CPU cores), then the same super-resolution.
 train: $(STAMP)
 	$(PY) hpo/train.py --output $(RUN_DIR)
-	$(PY) hpo/superresolve.py $(SCAN) $(RUN_DIR)/anatomical_x2.nii.gz --checkpoint $(RUN_DIR)
+	$(PY) hpo/superresolve.py $(SCAN) $(RUN_DIR)/anatomical_x2.nii.gz --checkpoint $(RUN_DIR) \
+		--figure $(RUN_DIR)/anatomical_x2.png
 
 # Every test, the slow ones included (what CI runs).
 test: $(STAMP)

@@ -182,7 +182,7 @@ def training_items_and_blocks(config: Config) -> tuple[list, list]:
     data = config.data
     train_items, val_items = plan_split([str(p) for p in resolve_inputs(None)])
     norm = IntensityNorm(data.intensity_percentile)
-    pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
+    pairs = [make_pair(read_volume(i.path), i.part, data.acquisition(), norm, validation=True) for i in val_items]
     return train_items, make_block_cases(pairs, data.scale_factor)
 
 
@@ -209,7 +209,7 @@ def _worker_trial(trial_id: int, number: int, params: dict) -> dict:
     data = config.data
     total = int(1.1 * config.train.max_steps * data.batch_size) + data.batch_size
     chunks = plan_chunks(_WORKER["train_items"], total, stream_seed(config.train.seed, number))
-    batches = chunk_batches(chunks, data.patch_spec(), data.batch_size)
+    batches = chunk_batches(chunks, config.patch_spec(), data.batch_size)
     first_step: list[float] = []
 
     def timed():
@@ -340,7 +340,7 @@ def patch_rates(base: Config, patches: int, seed: int) -> dict[str, float]:
     from hpo.search import start_ray
 
     data = base.data
-    spec = data.patch_spec()
+    spec = base.patch_spec()
     train_items, _ = plan_split([str(p) for p in resolve_inputs(None)])
     chunks = plan_chunks(train_items, patches, seed)
     cut_chunk(chunks[0], spec)  # read and degrade the volume once, as a data worker does
@@ -368,10 +368,12 @@ def step_time(config: Config, device, steps: int) -> dict[str, float]:
 
     from hpo.loop import Runtime, train
 
-    data = config.data
-    s, p = data.scale_factor, data.patch_size
-    hr = torch.rand((data.batch_size, 1, s * p, s * p, s * p), generator=torch.Generator().manual_seed(0))
-    lr = hr[:, :, ::s, ::s, ::s].contiguous()
+    from models.conditioning import model_input
+
+    data, spec = config.data, config.patch_spec()
+    a, b, c = data.factors
+    hr = torch.rand((data.batch_size, 1, *spec.hr_shape), generator=torch.Generator().manual_seed(0))
+    lr = torch.from_numpy(model_input(hr[:, :, ::a, ::b, ::c].numpy(), 0.02 if spec.noise_map else None))
 
     def batches():
         while True:
@@ -452,7 +454,7 @@ def ddp_check(config: Config, device, steps: int, seed: int) -> dict:
             scaling_config=ScalingConfig(num_workers=1, use_gpu=gpu,
                                          resources_per_worker={"CPU": 1, "GPU": 1} if gpu else {"CPU": 1}),
             run_config=RunConfig(name="ddp-check", storage_path=tmp),
-            datasets={"train": patch_stream(chunks, config.data.patch_spec(), 2)},
+            datasets={"train": patch_stream(chunks, config.patch_spec(), 2)},
         ).fit()
         wall = time.perf_counter() - start
     if result.error is not None:

@@ -1,8 +1,9 @@
 """Score a generator on your own high-resolution scans: `python hpo/evaluate.py MODEL --data HR...`.
 
 MODEL is a checkpoint folder (hpo/train.py's output, a trial's folder) or an MLflow model URI
-(models:/mri-sr-generator@champion). Each HR volume is degraded as in training (`--degradation`,
-by default the model's; PROTOCOL.md's grid conventions), super-resolved, and scored against
+(models:/mri-sr-generator@champion). Each HR volume is degraded as in training (the model's
+acquisition model: degradation, factors, slice profile, and its validation noise; `--degradation`
+and `--noise` change them, within the model's grid convention), super-resolved, and scored against
 nearest, linear and cubic B-spline interpolation of the same LR input: PSNR and SSIM over the
 whole volume and inside the brain (a mask file per volume with `--masks`, else the project's one
 brain threshold on the HR volume). A table on stdout, per volume and the mean; `--csv`/`--json`
@@ -24,17 +25,21 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from data_pipeline.acquisition import Acquisition
 from data_pipeline.dataset import make_pair, min_shape_for, resolve_inputs
 from data_pipeline.degrade import DEGRADATIONS, crop_to_multiple, get_degradation
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.interpolate import interpolate
 from data_pipeline.nifti import VolumeError, read_bytes, read_volume
+from hpo.config import Config
 from hpo.preview import save_preview
 from hpo.runtime import inference_dtype, pick_device, set_threads
 from hpo.superresolve import load_model
-from hpo.validation import ValidationCase, make_cases, score
+from hpo.validation import ValidationCase, held_out_cases, make_cases, score
+from models.checkpoint import unwrap
+from models.conditioning import model_input
 from models.inference import sliding_window_superresolve
-from models.metrics import ssim
+from models.metrics import SSIM_WINDOW, ssim
 
 METHODS = ("nearest", "linear", "cubic")
 COLUMNS = ("psnr_brain", "psnr_volume", "ssim_brain", "ssim_volume")
@@ -43,9 +48,15 @@ COLUMNS = ("psnr_brain", "psnr_volume", "ssim_brain", "ssim_volume")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="a checkpoint folder, or an MLflow model URI (models:/NAME@ALIAS, runs:/...)")
-    p.add_argument("--data", nargs="+", required=True, help="HR NIfTI files, folders or s3:// prefixes")
+    p.add_argument("--data", nargs="+", help="HR NIfTI files, folders or s3:// prefixes (default with --held-out: "
+                   "the embedded template)")
+    p.add_argument("--held-out", action="store_true",
+                   help="score the held-out regions of --data as a search splits it, not the whole volumes")
     p.add_argument("--masks", nargs="+", help="a brain mask per volume, in the order of --data's files")
     p.add_argument("--degradation", choices=sorted(DEGRADATIONS), help="default: the one the model was trained with")
+    p.add_argument("--noise", type=float, metavar="LEVEL",
+                   help="Rician noise on the LR input, sigma as a share of its foreground mean, e.g. 0.04 "
+                        "(default: the model's validation level, data.val_noise)")
     p.add_argument("--csv", type=Path, help="write the table as CSV")
     p.add_argument("--json", type=Path, help="write the table and the means as JSON")
     p.add_argument("--figure", type=Path, help="PNG: LR, cubic, SR, HR, error for the first volume")
@@ -77,12 +88,20 @@ def read_mask(path: str) -> np.ndarray:
     return data > 0
 
 
-def evaluate_volume(generator, meta: dict, path: str, mask_path: str | None, degradation: str,
-                    device: torch.device) -> tuple[dict[str, dict[str, float]], tuple]:
-    """{method: scores} for one HR volume, and what its figure needs."""
-    s, grid = meta["scale_factor"], meta["grid"]
-    volume = read_volume(path, min_shape=min_shape_for(s, 4))
-    case = make_cases([make_pair(volume, "whole", degradation, s, IntensityNorm(**meta["intensity"]))], s)[0]
+def acquisition_of(meta: dict, degradation: str | None = None, noise: float | None = None) -> Acquisition:
+    """The acquisition model a checkpoint was validated on, with the degradation or noise level changed."""
+    acquisition = Config.from_dict(meta["config"]).data.acquisition()
+    return replace(acquisition, degradation=degradation or acquisition.degradation,
+                   val_noise=acquisition.val_noise if noise is None else noise)
+
+
+def volume_case(meta: dict, path: str, mask_path: str | None, acquisition: Acquisition) -> ValidationCase:
+    """One HR volume, degraded by `acquisition`, as a case to score (the whole volume is the region)."""
+    s = acquisition.scale_factor
+    # SSIM's window must fit inside the HR volume along every axis.
+    volume = read_volume(path, min_shape=tuple(max(n, SSIM_WINDOW) for n in min_shape_for(s, 4)))
+    pair = make_pair(volume, "whole", acquisition, IntensityNorm(**meta["intensity"]), validation=True)
+    case = make_cases([pair], s)[0]
     if mask_path is not None:
         mask = crop_to_multiple(read_mask(mask_path), s)
         if mask.shape != case.hr.shape:
@@ -90,18 +109,26 @@ def evaluate_volume(generator, meta: dict, path: str, mask_path: str | None, deg
         if not mask.any():
             raise VolumeError(mask_path, "empty mask")
         case = replace(case, mask=mask)
+    return case
+
+
+def evaluate_case(generator, meta: dict, case: ValidationCase, acquisition: Acquisition,
+                  device: torch.device) -> tuple[dict[str, dict[str, float]], tuple]:
+    """{method: scores} for one case, and what its figure needs."""
+    s, grid = acquisition.scale_factor, meta["grid"]
     interpolated = {method: interpolate(case.lr, s, grid, method) for method in METHODS}
     rows = {method: scores_of(image, case) for method, image in interpolated.items()}
     start = time.perf_counter()
     with torch.no_grad():
+        sigma = case.sigma if getattr(unwrap(generator), "noise_map", False) else None
         sr = sliding_window_superresolve(
-            generator.to(device), torch.from_numpy(case.lr)[None, None], s, grid, device=device,
+            generator.to(device), torch.from_numpy(model_input(case.lr[None, None], sigma)), s, grid, device=device,
             autocast_dtype=inference_dtype(device),
         )[0, 0].numpy()
     rows["generator"] = {**scores_of(sr, case), "seconds": time.perf_counter() - start}
     cubic = interpolated["cubic"]
-    # The whole volume is the region: the LR input has no context around it to crop away.
-    return rows, (case.lr / case.hr_max, cubic[case.crop] / case.hr_max, sr[case.crop] / case.hr_max, case.hr)
+    lr_region = case.lr[tuple(slice(c.start // f, c.stop // f) for c, f in zip(case.crop, s))]
+    return rows, (lr_region / case.hr_max, cubic[case.crop] / case.hr_max, sr[case.crop] / case.hr_max, case.hr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,20 +145,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --degradation {degradation} puts LR voxels on the {get_degradation(degradation).grid} grid; "
               f"the model was trained for the {meta['grid']} grid ({meta['degradation']})", file=sys.stderr)
         return 2
+    if args.noise is not None and not 0 <= args.noise < 0.5:
+        print(f"error: --noise must lie in [0, 0.5), got {args.noise}", file=sys.stderr)
+        return 2
+    acquisition = acquisition_of(meta, degradation, args.noise)
+    if not args.data and not args.held_out:
+        print("error: --data is needed (or --held-out, which defaults to the embedded template)", file=sys.stderr)
+        return 2
     try:
         paths = resolve_inputs(args.data)
-    except FileNotFoundError as err:
+        held_out = held_out_cases(args.data, acquisition, meta["intensity"]["percentile"]) if args.held_out else None
+    except (FileNotFoundError, VolumeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.masks and len(args.masks) != len(paths):
-        print(f"error: --masks: {len(args.masks)} masks for {len(paths)} volumes", file=sys.stderr)
+    if args.masks and (held_out or len(args.masks) != len(paths)):
+        print(f"error: --masks: {len(args.masks)} masks for {len(paths)} volumes"
+              + (" (masks score whole volumes, not --held-out regions)" if held_out else ""), file=sys.stderr)
         return 2
 
     table, skipped, figure = [], 0, None
+    if held_out:
+        paths = [case.source for case in held_out]
     for i, path in enumerate(paths):
         try:
-            rows, pictures = evaluate_volume(generator, meta, path, args.masks[i] if args.masks else None,
-                                             degradation, device)
+            case = held_out[i] if held_out else volume_case(meta, path, args.masks[i] if args.masks else None, acquisition)
+            rows, pictures = evaluate_case(generator, meta, case, acquisition, device)
         except VolumeError as err:
             print(f"skipped {err}", file=sys.stderr)
             skipped += 1
@@ -144,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = [*METHODS, "generator"]
     means = {m: {c: float(np.mean([r[c] for r in table if r["method"] == m])) for c in COLUMNS} for m in methods}
-    print(f"{meta['degradation']} x{meta['scale_factor']} -> {degradation} degradation, {len(paths) - skipped} volume(s)"
-          + (f", {skipped} skipped" if skipped else ""))
+    print(f"{acquisition.describe().split(', Rician')[0].split(', no noise')[0]}, "
+          f"{'noise %g %%' % (100 * acquisition.val_noise) if acquisition.val_noise else 'no noise'} on the LR input, "
+          f"{len(paths) - skipped} volume(s)" + (f", {skipped} skipped" if skipped else ""))
     print(f"{'volume':<40} {'method':<10} {'PSNR brain':>10} {'PSNR vol.':>10} {'SSIM brain':>10} {'SSIM vol.':>10}")
     for row in table + [{"volume": "mean", "method": m, **means[m]} for m in methods]:
         name = Path(row["volume"]).name if row["volume"] != "mean" else "mean"

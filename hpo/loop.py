@@ -79,6 +79,7 @@ def generator_kwargs(config: Config) -> dict[str, Any]:
         "batch_norm": m.batch_norm,
         "global_skip": m.global_skip,
         "grid": get_degradation(config.data.degradation).grid,
+        "noise_map": m.noise_map,
     }
 
 
@@ -89,6 +90,7 @@ def checkpoint_meta(config: Config) -> dict[str, Any]:
         "degradation": config.data.degradation,
         "grid": get_degradation(config.data.degradation).grid,
         "scale_factor": config.data.scale_factor,
+        "acquisition": config.data.acquisition().describe(),
         "intensity": {"percentile": config.data.intensity_percentile},
         "config": config.to_dict(),
     }
@@ -183,7 +185,7 @@ def train(
         lr_batch, hr_batch = (
             torch.as_tensor(t).to(device, non_blocking=True, memory_format=torch.channels_last_3d) for t in next(batches)
         )
-        # lr_batch: (B, 1, p, p, p); hr_batch: (B, 1, s*p, s*p, s*p)
+        # lr_batch: (B, 1 + noise map, p...); hr_batch: (B, 1, s*p...)
         scale = _cosine(done_fraction, cfg.optim.min_lr_fraction)
         for group in opt_g.param_groups:
             group["lr"] = cfg.optim.lr_g * scale

@@ -32,8 +32,8 @@ def _rgb(image: np.ndarray, error: bool) -> np.ndarray:
 def save_preview(path: str | Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarray, title: str = "",
                  cubic: np.ndarray | None = None) -> Path:
     """Rows LR (nearest-neighbour to the HR grid), [cubic,] SR, HR, |SR - HR| x 4; HR normalised to [0, 1]."""
-    s = hr.shape[0] // lr.shape[0]
-    lr_big = lr.repeat(s, 0).repeat(s, 1).repeat(s, 2)[: hr.shape[0], : hr.shape[1], : hr.shape[2]]
+    a, b, c = (max(1, round(h / n)) for h, n in zip(hr.shape, lr.shape))
+    lr_big = lr.repeat(a, 0).repeat(b, 1).repeat(c, 2)[: hr.shape[0], : hr.shape[1], : hr.shape[2]]
     weights = np.argwhere(hr > 0.2 * hr.max())
     centre = tuple(int(c) for c in (weights.mean(0) if len(weights) else np.array(hr.shape) // 2))
     rows = dict(zip(ROWS, (lr_big, sr, hr, np.abs(sr - hr) * 4)))

@@ -78,7 +78,7 @@ def time_plain_loop(config: Config, items: list[SplitItem], cpus: float, gpus: f
     from hpo.runtime import set_threads
 
     set_threads(cpus)
-    spec, batch = config.data.patch_spec(), config.data.batch_size
+    spec, batch = config.patch_spec(), config.data.batch_size
     stamps: list[float] = []
 
     def timed():

@@ -1,8 +1,10 @@
 """Super-resolve a NIfTI scan: `python hpo/superresolve.py IN.nii[.gz] OUT.nii.gz --checkpoint DIR`.
 
-The output has s times the input's shape, float32 voxels in the input's intensity units, and the
-affine and sform/qform codes that put it exactly over the input in any viewer (PROTOCOL.md): the
-grid convention comes from the degradation the model was trained with, recorded in its checkpoint.
+The output has the input's shape times the model's factor on each axis, float32 voxels in the
+input's intensity units, and the affine and sform/qform codes that put it exactly over the input in
+any viewer (docs/protocol.md): the grid convention comes from the degradation the model was trained
+with, recorded in its checkpoint. A noise-conditioned model is given the scan's noise level,
+estimated from the scan itself.
 `--model models:/NAME@ALIAS` (or `runs:/RUN_ID/generator`) loads a generator logged to MLflow.
 """
 
@@ -20,8 +22,11 @@ from torch import nn
 from data_pipeline.geometry import upsampled_affine
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import Volume, VolumeError, read_volume, voxel_sizes, write_volume
+from data_pipeline.noise import estimate_sigma, foreground_mean
 from hpo.runtime import inference_dtype, pick_device, set_threads
 from models.checkpoint import CONFIG_FILE, load_generator
+from models.conditioning import model_input
+from models.grid import as_factors, factors_text
 from models.inference import sliding_window_superresolve
 
 
@@ -41,24 +46,34 @@ def plausible_range(lr: np.ndarray, margin: float = OUTPUT_MARGIN) -> tuple[floa
     return (max(0.0, low - pad) if low >= 0 else low - pad), high + pad
 
 
-def scan_warnings(volume: Volume, meta: dict[str, Any]) -> list[str]:
-    """What to expect when a scan is unlike the model's training data, one line each."""
-    zooms, s = voxel_sizes(volume.affine), meta["scale_factor"]
-    shown = "x".join(f"{z:.3g}" for z in zooms)
-    warnings = []
+def _mm(values) -> str:
+    return "x".join(f"{v:.3g}" for v in values)
+
+
+def fit_scan(volume: Volume, meta: dict[str, Any]) -> tuple[str, list[str]]:
+    """(one line saying what will be done to the scan, warnings), comparing its voxel sizes axis by
+    axis with what the model was trained for. Raises VolumeError for a scan whose axes the model
+    cannot map: one whose output voxels would be anisotropic beyond ANISOTROPY_LIMIT (say an
+    isotropic x2 model on 1x1x4 mm slices, or a 1,1,4 model on a scan whose thick axis is another)."""
+    zooms, f = voxel_sizes(volume.affine), np.array(as_factors(meta["scale_factor"]))
+    out = zooms / f
     hr_mm = meta.get("config", {}).get("data", {}).get("hr_voxel_mm", 0.0)  # 0 or absent: older checkpoints
+    if out.max() / out.min() > ANISOTROPY_LIMIT:
+        fitting = ",".join(str(max(1, min(4, round(z / zooms.min())))) for z in zooms)
+        raise VolumeError(volume.source, (
+            f"{_mm(zooms)} mm voxels; the model upsamples {factors_text(f)} per axis, which would give "
+            f"{_mm(out)} mm voxels: train a model for this scan (--like {volume.source}, or "
+            f"--set data.scale_factor={fitting})"))
+    plan = f"{_mm(zooms)} mm -> {_mm(out)} mm ({factors_text(f)})"
+    warnings = []
     if hr_mm > 0:
-        trained = hr_mm * s
-        size = float(np.prod(zooms)) ** (1 / 3)
-        if abs(size / trained - 1) > VOXEL_TOLERANCE:
+        plan += f"; the model learnt from {_mm(hr_mm * f)} mm LR voxels made from {hr_mm:.3g} mm volumes"
+        size = float(np.prod(out)) ** (1 / 3)
+        if abs(size / hr_mm - 1) > VOXEL_TOLERANCE:
             warnings.append(
-                f"{volume.source}: {shown} mm voxels, but the model learnt from {trained:.3g} mm LR voxels "
-                f"(x{s} from {hr_mm:.3g} mm): the detail it adds is sized for those; expect blur or artefacts")
-    if zooms.max() / zooms.min() > ANISOTROPY_LIMIT:
-        warnings.append(
-            f"{volume.source}: anisotropic {shown} mm voxels: every axis is upsampled x{s} alike, so the "
-            f"coarsest stays {zooms.max() / zooms.min():.1f} times coarser than the finest")
-    return warnings
+                f"{volume.source}: {_mm(zooms)} mm voxels, but the model learnt from {_mm(hr_mm * f)} mm LR voxels: "
+                "the detail it adds is sized for those; expect blur or artefacts")
+    return plan, warnings
 
 
 def superresolve_volume(
@@ -81,10 +96,11 @@ def superresolve_volume(
     """
     device = torch.device(device)
     scale = IntensityNorm(**meta["intensity"]).scale_of(volume.data)
-    lr = torch.from_numpy(volume.data / scale)[None, None]  # (1, 1, X, Y, Z)
+    lr = (volume.data / scale)[None, None]  # (1, 1, X, Y, Z), model units
+    sigma = estimate_sigma(lr[0, 0]) if getattr(generator, "noise_map", False) else None
     sr = sliding_window_superresolve(
         generator.to(device),
-        lr,
+        torch.from_numpy(model_input(lr, sigma)),
         meta["scale_factor"],
         meta["grid"],
         roi_size=roi_size,
@@ -102,14 +118,27 @@ def superresolve_volume(
     return data, upsampled_affine(volume.affine, meta["scale_factor"], meta["grid"]), outside
 
 
-def save_figure(path: Path, lr: np.ndarray, sr: np.ndarray, raw_outside: np.ndarray, s: int, title: str) -> Path:
-    """Rows: the input (nearest neighbour), the output, and white where the raw output lay beyond the input's range."""
+def upsampled_qform(volume: Volume, meta: dict[str, Any]) -> np.ndarray:
+    """The input's qform upsampled on its own (it may differ from the sform); where the input has
+    no qform, the affine it was read with."""
+    qform = volume.header.get_qform() if int(volume.header["qform_code"]) > 0 else volume.affine
+    return upsampled_affine(qform, meta["scale_factor"], meta["grid"])
+
+
+def save_figure(path: Path, lr: np.ndarray, sr: np.ndarray, raw_outside: np.ndarray, meta: dict[str, Any],
+                title: str) -> Path:
+    """Rows: the input (nearest neighbour), cubic B-spline of it, the output, and white where the raw
+    output lay beyond the input's range."""
+    from data_pipeline.interpolate import interpolate
     from hpo.preview import save_rows
 
     top = float(np.percentile(lr, 99.5)) or 1.0
-    big = lr.repeat(s, 0).repeat(s, 1).repeat(s, 2)
+    a, b, c = as_factors(meta["scale_factor"])
+    big = lr.repeat(a, 0).repeat(b, 1).repeat(c, 2)
+    cubic = interpolate(lr, meta["scale_factor"], meta["grid"])
     centre = tuple(n // 2 for n in sr.shape)
-    return save_rows(path, {"input": big / top, "output": sr / top, "beyond": raw_outside.astype(np.float32)}, centre,
+    rows = {"input": big / top, "cubic": cubic / top, "output": sr / top, "beyond": raw_outside.astype(np.float32)}
+    return save_rows(path, rows, centre,
                      f"{title}: {raw_outside.mean():.2%} of the raw output beyond the input's range +-{OUTPUT_MARGIN:.0%}",
                      heat_rows={"beyond"})
 
@@ -152,7 +181,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("input", type=Path, help="low-resolution NIfTI volume (.nii or .nii.gz)")
     parser.add_argument("output", type=Path, help="where to write the super-resolved volume (.nii.gz)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", type=Path, help="a checkpoint folder written by hpo/train.py or a search")
+    # A string, not a Path: Path("s3://b/k") collapses the scheme's "//".
+    source.add_argument("--checkpoint", help="a checkpoint folder written by hpo/train.py or a search (or s3://...)")
     source.add_argument("--model", help="an MLflow model URI, e.g. models:/mri-sr-generator@champion")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI for --model (default: $MLFLOW_TRACKING_URI or the project's store)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU), cpu, cuda, cuda:1")
@@ -174,32 +204,42 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.overlap < 1:
         print(f"error: --overlap must be in [0, 1), got {args.overlap}", file=sys.stderr)
         return 2
+    # Checked before any long work: a bad output path would otherwise fail after inference.
+    if not str(args.output).endswith((".nii", ".nii.gz")):
+        print(f"error: {args.output}: the output must be a NIfTI file (.nii or .nii.gz)", file=sys.stderr)
+        return 2
+    if not args.output.parent.is_dir():
+        print(f"error: {args.output}: folder {args.output.parent} does not exist", file=sys.stderr)
+        return 2
     device = pick_device(args.device)
     set_threads()
     try:
         generator, meta = load_model(args.checkpoint or args.model, args.tracking_uri)
     except Exception as err:  # any failure to obtain a model is reported on one line
-        print(f"error: cannot load the model: {err}".splitlines()[0], file=sys.stderr)
+        print(f"error: cannot load the model {args.checkpoint or args.model}: {err}".splitlines()[0], file=sys.stderr)
         return 2
     try:
         volume = read_volume(args.input)
+        plan, warnings = fit_scan(volume, meta)
     except VolumeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for warning in scan_warnings(volume, meta):
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    s = meta["scale_factor"]
+    noise = f"; noise sigma about {estimate_sigma(volume.data) / foreground_mean(volume.data):.1%} of the foreground mean"
+    print(f"{args.input}: {plan}{noise if meta['generator'].get('noise_map') else ''}")
+    s = factors_text(meta["scale_factor"])
     start = time.perf_counter()
     data, affine, raw_outside = superresolve_volume(
         generator, meta, volume, device, args.roi_size, args.batch_size, args.overlap, progress=not args.no_progress,
         clamp=not args.no_clamp,
     )
     outside = float(raw_outside.mean())
-    write_volume(args.output, data, affine, like=volume.header)
+    write_volume(args.output, data, affine, like=volume.header, qform=upsampled_qform(volume, meta))
     if args.figure:
-        save_figure(args.figure, volume.data, data, raw_outside, s, f"{args.input.name} x{s}")
+        save_figure(args.figure, volume.data, data, raw_outside, meta, f"{args.input.name} {s}")
     print(
-        f"{args.input} {volume.data.shape} -> {args.output} {data.shape}: x{s}, {meta['degradation']} "
+        f"{args.input} {volume.data.shape} -> {args.output} {data.shape}: {s}, {meta['degradation']} "
         f"({meta['grid']} grid), {time.perf_counter() - start:.1f}s on {device}; "
         f"{outside:.2%} of the generator's voxels beyond the input's range +-{OUTPUT_MARGIN:.0%}"
         + (" (kept: --no-clamp)" if args.no_clamp else " (clamped)")

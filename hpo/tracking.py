@@ -5,6 +5,7 @@ never open the store, so a SQLite file is safe and a resumed trial finds its run
 """
 
 import copy
+import json
 import math
 import os
 import queue
@@ -37,6 +38,10 @@ GENERATOR_ARTIFACT = "generator"
 PARENT_TAG = "mlflow.parentRunId"
 SEARCH_TAG = "mri_sr.search"  # on the parent run: the search's name
 DATA_PARAM = "data"  # on the parent run: the search's --data as a JSON list ([]: the embedded template)
+# On the parent run: what defines the search (its --data, base config, searched extras), which a
+# resume must match and promotion rebuilds the held-out data from. An artifact, not parameters:
+# a long --data list passes MLflow's 6,000-character limit for a parameter.
+SETTINGS_ARTIFACT = "search_settings.json"
 TRIAL_TAG = "mri_sr.trial_id"  # on a child run: the Ray Tune trial id
 MODEL_URI_TAG = "mri_sr.generator_uri"
 DIVERGED_TAG = "mri_sr.diverged"  # on a child run whose loss became non-finite: at which step
@@ -53,7 +58,7 @@ def tracking_uri(override: str | None = None) -> str:
 
 def runs_page(server: str, experiment_id: str) -> str:
     """The experiment's runs in the MLflow UI. MLflow 3 opens an experiment on its GenAI (traces)
-    page unless the link asks for the model-training view (../shared/RAY_NOTES.md, MLflow UI)."""
+    page unless the link asks for the model-training view (docs/ray.md, "MLflow UI")."""
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
@@ -80,6 +85,26 @@ def find_or_create_parent(client: MlflowClient, experiment_id: str, search_name:
     run = client.create_run(experiment_id, run_name=search_name, tags={SEARCH_TAG: search_name})
     client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     return run.info.run_id
+
+
+def find_parent(client: MlflowClient, experiment_id: str, search_name: str):
+    found = client.search_runs([experiment_id], f"tags.`{SEARCH_TAG}` = '{search_name}'", max_results=1)
+    return found[0] if found else None
+
+
+def recorded_settings(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
+    """The settings a search recorded on its parent run (None: a search from before they were)."""
+    if not any(a.path == SETTINGS_ARTIFACT for a in client.list_artifacts(run_id)):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        return json.loads(Path(client.download_artifacts(run_id, SETTINGS_ARTIFACT, tmp)).read_text())
+
+
+def changed_settings(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """"key=recorded (now value)" for every setting that differs."""
+    now = json.loads(json.dumps(now))  # tuples as lists, as they were recorded
+    return [f"{k}={recorded.get(k)!r} (now {now.get(k)!r})"
+            for k in sorted(set(recorded) | set(now)) if recorded.get(k) != now.get(k)]
 
 
 def remove_lost_trials(
@@ -116,18 +141,16 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.generator, self.meta = load_generator(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        import torch
+        import nibabel as nib
 
-        from data_pipeline.intensity import IntensityNorm
-        from models.inference import sliding_window_superresolve
+        from data_pipeline.nifti import Volume
+        from hpo.superresolve import superresolve_volume
 
+        # The CLI's own path (noise estimate, precision, clamp), on a volume with a unit affine.
         out = []
-        for volume in np.asarray(model_input, dtype=np.float32):
-            scale = IntensityNorm(**self.meta["intensity"]).scale_of(volume[0])
-            sr = sliding_window_superresolve(
-                self.generator, torch.from_numpy(volume[None] / scale), self.meta["scale_factor"], self.meta["grid"]
-            )
-            out.append(sr[0].numpy() * scale)
+        for i, volume in enumerate(np.asarray(model_input, dtype=np.float32)):
+            scan = Volume(volume[0], np.eye(4), nib.Nifti1Header(), f"input {i}")
+            out.append(superresolve_volume(self.generator, self.meta, scan)[0][None])
         return np.stack(out)
 
 

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 from data_pipeline.dataset import load_pairs, patch_batches, resolve_inputs
-from data_pipeline.degrade import get_degradation
-from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import VolumeError, typical_voxel_mm
 from hpo.config import SMOKE, Config, parse_overrides
+from hpo.like import like_overrides
 from hpo.loop import Diverged, Runtime, autocast_dtype, train
 from hpo.runtime import inference_dtype, pick_device, set_threads
 from hpo.validation import METRIC, Validator, baselines, make_cases
@@ -25,6 +24,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, required=True, help="folder for the checkpoint and metrics")
     parser.add_argument("--data", nargs="+", help="NIfTI files or folders (default: the embedded MNI152 template)")
+    parser.add_argument("--like", nargs="+", metavar="SCAN",
+                        help="low-resolution scans you mean to super-resolve: the factor per axis and the noise "
+                             "level are fitted to them (--set still wins)")
     parser.add_argument("--minutes", type=float, help="wall-clock training budget (default: train.time_budget_s)")
     parser.add_argument("--max-steps", type=int, help="step budget (default: none)")
     parser.add_argument("--seed", type=int, help="random seed (default: train.seed)")
@@ -36,8 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_config(args: argparse.Namespace) -> Config:
-    overrides: dict = dict(SMOKE) if args.fast else {}
+def build_config(args: argparse.Namespace, fitted: dict | None = None) -> Config:
+    overrides: dict = (dict(SMOKE) if args.fast else {}) | (fitted or {})
     if args.minutes is not None:
         overrides["train.time_budget_s"] = args.minutes * 60
     if args.max_steps is not None:
@@ -72,25 +74,30 @@ def print_table(rows: dict[str, dict[str, float]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        config = build_config(args)
-    except (KeyError, ValueError) as err:
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        return 2
-    device = pick_device(args.device)
-    set_threads()
-    cfg = config.data
-    grid = get_degradation(cfg.degradation).grid
-    try:
         paths = resolve_inputs(args.data)
-        train_pairs, val_pairs = load_pairs(
-            paths, cfg.degradation, cfg.scale_factor, cfg.patch_size, IntensityNorm(cfg.intensity_percentile),
-        )
+        hr_mm = typical_voxel_mm(paths)  # recorded in the checkpoint
+        fitted, line = like_overrides(args.like, hr_mm) if args.like else ({}, "")
+        config = build_config(args, fitted | {"data.hr_voxel_mm": hr_mm})
     except (VolumeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    config = config.override({"data.hr_voxel_mm": typical_voxel_mm(paths)})  # recorded in the checkpoint
+    except (KeyError, ValueError) as err:
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    if line:
+        print(line)
+    device = pick_device(args.device)
+    set_threads()
+    cfg, spec = config.data, config.patch_spec()
+    grid = spec.acquisition.grid
+    try:
+        train_pairs, val_pairs = load_pairs(paths, spec)
+    except VolumeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     cases = make_cases(val_pairs, cfg.scale_factor)
     floor = baselines(cases, cfg.scale_factor, grid)
+    print(f"acquisition: {spec.acquisition.describe()}; LR patches {'x'.join(map(str, spec.lr_shape))}")
     print(f"validation: {', '.join(c.source for c in cases)}; cubic B-spline {floor['cubic']['psnr']:.2f} dB in brain")
 
     output: Path = args.output
@@ -114,10 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy2(checkpoint / name, output / f".{name}.tmp")
                 (output / f".{name}.tmp").replace(output / name)  # never a half-written checkpoint
 
-    batches = patch_batches(
-        train_pairs, cfg.scale_factor, cfg.patch_size, cfg.batch_size, config.train.seed, cfg.foreground_fraction,
-        cfg.augment(), grid,
-    )
+    batches = patch_batches(train_pairs, spec, cfg.batch_size, config.train.seed)
     amp = autocast_dtype(config, device)
     try:
         final = train(

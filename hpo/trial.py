@@ -5,7 +5,7 @@ Two kinds of trial run the same `hpo.loop.train`:
   (and GPU); Tune's checkpoints restore it after a failure;
 - several workers: the Tune trial drives a Ray Train `TorchTrainer` of DDP workers; Train's
   checkpoints restore the run after a lost worker, and `TuneReportCallback` forwards rank 0's
-  metrics to Tune (../shared/RAY_NOTES.md).
+  metrics to Tune (docs/ray.md).
 Why two: a TorchTrainer starts eight processes per trial (controller, worker, placement-group
 cleaner, synchronisation and dataset actors...), about 50 CPU-seconds before the first step,
 which is most of a trial that ASHA stops after 25 steps. One GPU per trial is the best use of
@@ -120,7 +120,6 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     if index is None:  # a search started before trials were numbered
         index = zlib.crc32(tune.get_context().get_trial_id().encode()) % 10_000  # Ray:
     config = setup.trial_config(params)
-    data = config.data
     context = ray.data.DataContext.get_current()  # Ray:
     context.enable_progress_bars = False  # Tune's table is the progress
     context.execution_options.preserve_order = True  # the same seed gives the same batches in the same order
@@ -131,7 +130,7 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         most = MAX_DDP_CHUNKS * PATCHES_PER_CHUNK  # also what a run with a time budget alone plans
         chunks = plan_chunks(setup.train_items, min(planned_patches(config, setup.workers) or most, most), seed,
                              PATCHES_PER_CHUNK)
-        _train_with_ray_train(config, patch_stream(chunks, data.patch_spec(), setup.data_tasks), setup, origin)
+        _train_with_ray_train(config, patch_stream(chunks, config.patch_spec(), setup.data_tasks), setup, origin)
 
 
 def planned_patches(config: Config, workers: int = 1) -> int | None:
@@ -180,7 +179,7 @@ def _train_in_trial(config: Config, seed: int, setup: TrialSetup, origin: float)
     # dataset about 1.6 CPU-s beyond its patches). Cutting here takes 1.1 ms a batch once the
     # volume is read, where a dataset's share in the trial alone was 5. The patches are the same
     # either way.
-    spec = data.patch_spec()
+    spec = config.patch_spec()
     local_chunks, start_after, end = local_plan(config, setup.local_steps)
     first = chunk_batches(plan_chunks(setup.train_items, local_chunks * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK),
                           spec, data.batch_size, repeat=False)
@@ -435,8 +434,8 @@ def run_loop(
         checkpoint = None
         if checkpoint_dir is not None:
             if validator is not None and validator.last_sr is not None:
-                case, s = validator.cases[0], data.scale_factor
-                lr_region = case.lr[tuple(slice(c.start // s, c.stop // s) for c in case.crop)]
+                case, factors = validator.cases[0], data.factors
+                lr_region = case.lr[tuple(slice(c.start // f, c.stop // f) for c, f in zip(case.crop, factors))]
                 save_preview(
                     checkpoint_dir / PREVIEW_FILE,
                     lr_region / case.hr_max,

@@ -1,6 +1,6 @@
 """The one evaluator. The search optimises `METRIC`; nothing it searches can change how it is measured.
 
-Metrics follow PROTOCOL.md: the HR volume normalised to [0, 1] by its maximum, PSNR inside the brain
+Metrics follow docs/protocol.md: the HR volume normalised to [0, 1] by its maximum, PSNR inside the brain
 (HR above 0.2 of its maximum) and over the whole region, 3D SSIM, on the validation regions.
 """
 
@@ -13,10 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from data_pipeline.acquisition import Acquisition
 from data_pipeline.dataset import VolumePair, make_pair, plan_split, resolve_inputs
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.interpolate import ORDERS, interpolate
 from data_pipeline.nifti import VolumeError, read_volume
+from models.checkpoint import unwrap
+from models.conditioning import model_input
+from models.grid import Factors, as_factors
 from models.inference import sliding_window_superresolve
 from models.metrics import ssim
 
@@ -28,10 +32,10 @@ CONTEXT_LR_VOXELS = 4  # LR voxels of input context around a validation region (
 # (32, 0.25), which blend more for the best whole-volume output.
 VALIDATION_ROI = 48
 VALIDATION_OVERLAP = 0.125
-# The search's cheaper evaluation (make_block_cases): up to this many blocks of this many LR
+# The search's cheaper evaluation (make_block_cases): up to this many blocks of this many HR
 # voxels a side, each holding at least this share of brain.
 SEARCH_BLOCKS = 16
-SEARCH_BLOCK_LR = 16
+SEARCH_BLOCK_HR = 32
 MIN_BLOCK_BRAIN = 0.05
 
 
@@ -44,15 +48,16 @@ class ValidationCase:
     hr_max: float  # model units -> [0, 1]
     crop: tuple[slice, slice, slice]  # the region inside the SR of `lr`
     volume: str = ""  # the volume it comes from: the cases of one volume are scored as one
+    sigma: float = 0.0  # the LR volume's noise sigma as inference estimates it (model units)
 
 
-def make_cases(pairs: list[VolumePair], scale_factor: int) -> list[ValidationCase]:
+def make_cases(pairs: list[VolumePair], scale_factor: int | Factors) -> list[ValidationCase]:
     """One case per pair: its whole validation region."""
-    return [_case(pair, pair.region, pair.source, scale_factor) for pair in pairs]
+    return [_case(pair, pair.region, pair.source, as_factors(scale_factor)) for pair in pairs]
 
 
 def held_out_cases(
-    data: list[str] | None, degradation: str, scale_factor: int, percentile: float,
+    data: list[str] | None, acquisition: Acquisition, percentile: float,
     min_shape: tuple[int, int, int] | None = None,
 ) -> list[ValidationCase]:
     """The whole held-out regions of a data set (`--data` as the search got it; None: the embedded
@@ -68,14 +73,14 @@ def held_out_cases(
         raise VolumeError(", ".join(data or ["the embedded template"]), "no usable volume")
     _, val_items = plan_split(usable)
     norm = IntensityNorm(percentile)
-    pairs = [make_pair(read_volume(item.path), item.part, degradation, scale_factor, norm) for item in val_items]
-    return make_cases(pairs, scale_factor)
+    pairs = [make_pair(read_volume(item.path), item.part, acquisition, norm, validation=True) for item in val_items]
+    return make_cases(pairs, acquisition.scale_factor)
 
 
 def make_block_cases(
-    pairs: list[VolumePair], scale_factor: int, count: int = SEARCH_BLOCKS, side: int = SEARCH_BLOCK_LR
+    pairs: list[VolumePair], scale_factor: int | Factors, count: int = SEARCH_BLOCKS, side: int = SEARCH_BLOCK_HR
 ) -> list[ValidationCase]:
-    """Up to `count` blocks of `side` LR voxels, spread evenly over the brain of the validation regions.
+    """Up to `count` blocks of `side` HR voxels, spread evenly over the brain of the validation regions.
 
     The search evaluates every trial at least once, so its evaluation must be cheap: the template's
     held-out region is mostly background, and sixteen 32^3 HR blocks hold 84 % of its brain in a
@@ -87,18 +92,19 @@ def make_block_cases(
     design) left it out, so they ranked 25-step trials against the whole region with a rank
     correlation of 0.61 (1.00 now; 71 trials of two searches).
     """
-    s, candidates = scale_factor, []
+    s, candidates = as_factors(scale_factor), []
+    sides = [max(1, round(side / f)) for f in s]  # LR voxels a side: cubic in HR voxels
     for pair in pairs:
         brain = BRAIN_THRESHOLD * pair.hr.max()
-        for corner in itertools.product(*(_starts(a, b, side) for a, b in pair.region)):
-            block = tuple((o, min(o + side, b)) for o, (_, b) in zip(corner, pair.region))
-            if (pair.hr[tuple(slice(s * a, s * b) for a, b in block)] > brain).mean() >= MIN_BLOCK_BRAIN:
+        for corner in itertools.product(*(_starts(a, b, n) for (a, b), n in zip(pair.region, sides))):
+            block = tuple((o, min(o + n, b)) for o, (_, b), n in zip(corner, pair.region, sides))
+            if (pair.hr[tuple(slice(f * a, f * b) for (a, b), f in zip(block, s))] > brain).mean() >= MIN_BLOCK_BRAIN:
                 candidates.append((pair, block))
     if not candidates:  # no block holds brain (tiny or odd volumes): fall back to whole regions
         return make_cases(pairs, scale_factor)
     chosen = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().astype(int)
     return [
-        _case(pair, block, f"{pair.source} block {tuple(a for a, _ in block)}", scale_factor, volume=pair.source)
+        _case(pair, block, f"{pair.source} block {tuple(a for a, _ in block)}", s, volume=pair.source)
         for pair, block in (candidates[i] for i in sorted(set(chosen)))
     ]
 
@@ -109,14 +115,15 @@ def _starts(a: int, b: int, side: int) -> list[int]:
     return starts if starts[-1] + side >= b else [*starts, b - side]
 
 
-def _case(pair: VolumePair, region, source: str, s: int, volume: str | None = None) -> ValidationCase:
+def _case(pair: VolumePair, region, source: str, s: Factors, volume: str | None = None) -> ValidationCase:
     """`region` (LR voxels) of `pair`, with its LR input widened by up to CONTEXT_LR_VOXELS each side."""
     outer = [(max(a - CONTEXT_LR_VOXELS, 0), min(b + CONTEXT_LR_VOXELS, n)) for (a, b), n in zip(region, pair.lr.shape)]
     lr = pair.lr[tuple(slice(a, b) for a, b in outer)]
-    crop = tuple(slice(s * (a - oa), s * (b - oa)) for (a, b), (oa, _) in zip(region, outer))
+    crop = tuple(slice(f * (a - oa), f * (b - oa)) for (a, b), (oa, _), f in zip(region, outer, s))
     hr_max = float(pair.hr.max())  # the whole volume's maximum: blocks and regions share one scale
-    hr = pair.hr[tuple(slice(s * a, s * b) for a, b in region)] / hr_max
-    return ValidationCase(source, np.ascontiguousarray(lr), hr, hr > BRAIN_THRESHOLD, hr_max, crop, volume or source)
+    hr = pair.hr[tuple(slice(f * a, f * b) for (a, b), f in zip(region, s))] / hr_max
+    return ValidationCase(source, np.ascontiguousarray(lr), hr, hr > BRAIN_THRESHOLD, hr_max, crop, volume or source,
+                          pair.sigma)
 
 
 def score(sr: np.ndarray, case: ValidationCase) -> dict[str, float]:
@@ -170,7 +177,7 @@ class Validator:
     def __init__(
         self,
         cases: list[ValidationCase],
-        scale_factor: int,
+        scale_factor: int | Factors,
         grid: str,
         device: torch.device | str = "cpu",
         autocast_dtype: torch.dtype | None = None,
@@ -186,12 +193,14 @@ class Validator:
         """
         was_training = generator.training
         generator.eval()
+        noise_map = getattr(unwrap(generator), "noise_map", False)
         errors, seconds = [], 0.0
         for i, case in enumerate(self.cases):
             start = time.perf_counter()
             sr = sliding_window_superresolve(
                 generator,
-                torch.tensor(case.lr)[None, None],  # a copy: cases from the object store are read-only
+                # a copy: cases from the object store are read-only
+                torch.tensor(model_input(case.lr[None, None], case.sigma if noise_map else None)),
                 self.scale_factor,
                 self.grid,
                 roi_size=tuple(min(VALIDATION_ROI, n) for n in case.lr.shape),  # never pad a small case
@@ -208,7 +217,7 @@ class Validator:
 
 
 def baselines(
-    cases: list[ValidationCase], scale_factor: int, grid: str, methods: tuple[str, ...] = tuple(ORDERS)
+    cases: list[ValidationCase], scale_factor: int | Factors, grid: str, methods: tuple[str, ...] = tuple(ORDERS)
 ) -> dict[str, dict[str, float]]:
     """The interpolation floor on the same cases: {"cubic": {"psnr": ..., "ssim": ..., "seconds": ...}, ...}."""
     out = {}

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from hpo.config import Config, parse_overrides
@@ -24,8 +26,16 @@ def test_command_line_strings_take_the_field_type():
 
 
 @pytest.mark.parametrize(
-    "key, value", [("model.upsampler", "bicubic"), ("data.degradation", "box"), ("data.scale_factor", 3)]
+    "key, value", [("model.upsampler", "bicubic"), ("data.degradation", "box"), ("data.scale_factor", 5),
+                   ("data.scale_factor", "1,1,1"), ("data.noise_max", 0.6), ("train.eval_every", 0)]
 )
 def test_invalid_values(key, value):
     with pytest.raises(ValueError):
         Config().override({key: value})
+
+
+def test_scale_factor_is_one_int_or_three():
+    assert Config().override({"data.scale_factor": "1,1,4"}).data.factors == (1, 1, 4)
+    assert Config().override({"data.scale_factor": "2,2,2"}).data.scale_factor == 2  # equal factors: one int
+    nested = Config().override({"data.scale_factor": "2,2,3"}).to_dict()
+    assert Config.from_dict(json.loads(json.dumps(nested))).data.factors == (2, 2, 3)  # a checkpoint's JSON

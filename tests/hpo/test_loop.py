@@ -18,6 +18,7 @@ TINY = {
     "data.batch_size": 2,
     "train.max_steps": 4,
     "train.eval_every": 2,
+    "model.noise_map": False,  # the synthetic batches below are one-channel LR
 }
 
 
@@ -106,7 +107,7 @@ def test_precisions_run_on_cpu(precision, threads):
     torch.set_num_threads(threads)
     try:
         recorder = Recorder()
-        smoke = Config().override(SMOKE | {"train.precision": precision})  # the shapes that went NaN
+        smoke = Config().override(SMOKE | {"train.precision": precision, "model.noise_map": False})  # the shapes that went NaN
         train(smoke, random_batches(size=16), None, recorder)
     finally:
         torch.set_num_threads(before)
@@ -139,9 +140,11 @@ def test_every_rank_stops_when_any_rank_diverges():
 
 def test_real_patches_feed_the_loop(anatomical):
     from data_pipeline.dataset import load_pairs, resolve_inputs
-    from data_pipeline.intensity import IntensityNorm
 
-    train_pairs, _ = load_pairs(resolve_inputs([str(anatomical)]), "gaussian", 2, 4, IntensityNorm())
+    config = Config().override(TINY | {"model.noise_map": True})  # the real pipeline: noisy patches and their map
+    spec = config.patch_spec()
+    train_pairs, _ = load_pairs(resolve_inputs([str(anatomical)]), spec)
+    assert next(patch_batches(train_pairs, spec, 2, seed=0))[0].shape == (2, 2, 4, 4, 4)
     recorder = Recorder()
-    train(Config().override(TINY), patch_batches(train_pairs, 2, 4, 2, seed=0), None, recorder)
+    train(config, patch_batches(train_pairs, spec, 2, seed=0), None, recorder)
     assert len(recorder.calls) == 2

@@ -50,5 +50,5 @@ def test_augmentation_is_searched_only_when_asked():
     trial = optuna.trial.FixedTrial(FIXED | augment)
     search_space(trial, augment=True)
     assert trial.params == FIXED | augment
-    assert Config().override(trial.params).data.patch_spec().augment.flips  # real config fields
+    assert Config().override(trial.params).patch_spec().augment.flips  # real config fields
     assert searched_keys(augment=True)[-3:] == list(augment) and not set(augment) & set(searched_keys())

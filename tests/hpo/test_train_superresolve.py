@@ -37,7 +37,7 @@ def test_the_table_scores_the_generator_as_superresolve_and_the_search_do(tmp_pa
     """Trained (and evaluated while training) in bf16, the final table still scores in fp32 on a
     CPU, as every other score a user compares: bf16 gave 0.04-0.13 dB more for one checkpoint."""
     from data_pipeline.dataset import load_pairs
-    from data_pipeline.intensity import IntensityNorm
+    from hpo.config import SMOKE, Config
     from hpo.validation import Validator, make_cases
     from models.checkpoint import load_generator
     from tests.conftest import ANATOMICAL
@@ -46,7 +46,7 @@ def test_the_table_scores_the_generator_as_superresolve_and_the_search_do(tmp_pa
     assert train.main(["--fast", "--data", str(ANATOMICAL), "--output", str(out), "--set", "train.precision=bf16"]) == 0
     table = json.loads((out / "validation.json").read_text())["generator"]
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    _, val_pairs = load_pairs([str(ANATOMICAL)], "gaussian", 2, 8, IntensityNorm())
+    _, val_pairs = load_pairs([str(ANATOMICAL)], Config().override(SMOKE).patch_spec())  # as --fast validates
     generator, _ = load_generator(out)
     fp32 = Validator(make_cases(val_pairs, 2), 2, "corner")(generator)
     assert table["psnr"] == pytest.approx(fp32["val/psnr"], abs=1e-6)
@@ -67,6 +67,39 @@ def test_superresolve_a_volume_not_used_for_training(checkpoint, tmp_path):
     # Same intensity units: brain means agree within a few percent.
     lr_data, sr_data = np.asarray(lr.dataobj, float), np.asarray(sr.dataobj, float)
     assert sr_data[sr_data > 50].mean() == pytest.approx(lr_data[lr_data > 50].mean(), rel=0.05)
+
+
+def test_each_form_is_upsampled_on_its_own_and_keeps_its_code(checkpoint, tmp_path):
+    meta = json.loads((checkpoint / "config.json").read_text())
+    data = np.clip(blob((20, 20, 16)), 0, None)
+    # An sform (code 4) and a qform (code 1) that disagree by a rotation and a shift of millimetres.
+    sform = np.array([[2.0, 0, 0, -20.0], [0, 2.0, 0, -30.0], [0, 0, 2.0, -10.0], [0, 0, 0, 1]])
+    c, s_ = np.cos(0.1), np.sin(0.1)
+    qform = np.array([[2 * c, -2 * s_, 0, -17.0], [2 * s_, 2 * c, 0, -33.0], [0, 0, 2.0, -12.0], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(data, None)
+    img.set_sform(sform, code=4)
+    img.set_qform(qform, code=1)
+    both = tmp_path / "both.nii.gz"
+    nib.save(img, str(both))
+    out = tmp_path / "both_sr.nii.gz"
+    assert superresolve.main([str(both), str(out), "--checkpoint", str(checkpoint), "--no-progress"]) == 0
+    sr = nib.load(out).header
+    assert (int(sr["sform_code"]), int(sr["qform_code"])) == (4, 1)
+    assert np.allclose(sr.get_sform(), upsampled_affine(sform, 2, meta["grid"]), atol=1e-4)
+    assert np.allclose(sr.get_qform(), upsampled_affine(qform, 2, meta["grid"]), atol=1e-4)
+
+    # No orientation at all (both codes 0): the output has none either, only its voxel sizes halved,
+    # so readers that place such files by voxel size alone overlay it on the input.
+    bare = nib.Nifti1Image(data, None)
+    bare.header.set_zooms((2.0, 2.0, 3.0))
+    bare.set_sform(None, code=0)
+    bare.set_qform(None, code=0)
+    path, out = tmp_path / "bare.nii.gz", tmp_path / "bare_sr.nii.gz"
+    nib.save(bare, str(path))
+    assert superresolve.main([str(path), str(out), "--checkpoint", str(checkpoint), "--no-progress"]) == 0
+    sr = nib.load(out).header
+    assert (int(sr["sform_code"]), int(sr["qform_code"])) == (0, 0)
+    assert np.allclose(sr.get_zooms(), (1.0, 1.0, 1.5))
 
 
 RAY_LOG_LINE = re.compile(r"(\x1b\[\d+m)?\(\w+ pid=\d+")  # "(RayTrainWorker pid=123) ...", maybe coloured
@@ -153,22 +186,53 @@ def test_output_stays_in_the_inputs_range_unless_asked(checkpoint, tmp_path, cap
     assert picture.shape[0] > 3 * 2 * 15 and len(np.unique(picture.reshape(-1, 3), axis=0)) > 50
 
 
-def test_scans_unlike_the_training_data_get_a_one_line_warning(checkpoint, tmp_path, anatomical, capsys):
+def test_scans_are_fitted_axis_by_axis_warned_or_refused_in_one_line(checkpoint, tmp_path, anatomical, capsys):
     trained_hr = json.loads((checkpoint / "config.json").read_text())["config"]["data"]["hr_voxel_mm"]
     zooms = nib.load(anatomical).header.get_zooms()[:3]
     assert trained_hr == pytest.approx(float(np.prod(zooms)) ** (1 / 3))  # recorded from the training volumes
     lr_mm = 2 * trained_hr  # what the model learnt from: its LR voxels
     data = np.clip(blob((21, 18, 15)), 0, 255)
-    cases = {
-        "like.nii.gz": (np.diag([lr_mm, lr_mm, lr_mm, 1.0]), []),
-        "fine.nii.gz": (np.diag([lr_mm / 2, lr_mm / 2, lr_mm / 2, 1.0]), ["mm voxels, but the model learnt from"]),
-        "slabs.nii.gz": (np.diag([lr_mm * 0.8, lr_mm * 0.8, lr_mm * 1.6, 1.0]), ["anisotropic"]),
+    cases = {  # name: (affine, exit code, what stderr says)
+        "like.nii.gz": (np.diag([lr_mm, lr_mm, lr_mm, 1.0]), 0, []),
+        "fine.nii.gz": (np.diag([lr_mm / 2, lr_mm / 2, lr_mm / 2, 1.0]), 0, ["warning:", "mm voxels, but the model learnt from"]),
+        # An isotropic x2 model cannot map thick slices: the output would stay 2:1 anisotropic.
+        "slabs.nii.gz": (np.diag([lr_mm * 0.8, lr_mm * 0.8, lr_mm * 1.6, 1.0]), 2, ["error:", "data.scale_factor=1,1,2"]),
     }
-    for name, (affine, expected) in cases.items():
+    for name, (affine, code, expected) in cases.items():
         source = write_nifti(tmp_path / name, data, affine)
-        assert superresolve.main([str(source), str(tmp_path / f"sr_{name}"), "--checkpoint", str(checkpoint),
-                                  "--no-progress"]) == 0  # a warning, not a refusal
-        warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-        assert len(warnings) == len(expected), (name, warnings)
-        for line, text in zip(warnings, expected):
-            assert text in line and name in line
+        output = tmp_path / f"sr_{name}"
+        assert superresolve.main([str(source), str(output), "--checkpoint", str(checkpoint), "--no-progress"]) == code
+        captured = capsys.readouterr()
+        said = [line for line in captured.err.splitlines() if line.startswith(("warning:", "error:"))]
+        assert len(said) == (1 if expected else 0), (name, said)
+        assert all(text in said[0] and name in said[0] for text in expected)
+        assert output.exists() == (code == 0)
+        if code == 0:  # what it does, in one line, before it does it
+            assert f"{source}: " in captured.out and "(x2)" in captured.out
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--set", "train.eval_every=0"], "train.eval_every must be positive"),
+    (["--minutes", "0"], "train.time_budget_s must be positive"),
+])
+def test_budgets_that_would_divide_by_zero_are_one_line_errors(tmp_path, capsys, flags, problem):
+    assert train.main(["--fast", "--output", str(tmp_path / "o"), *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {problem}, got {'0' if 'eval' in problem else '0.0'}"
+
+
+def test_output_paths_are_checked_before_inference(checkpoint, tmp_path, capsys, anatomical):
+    for output, problem in [(tmp_path / "out.png", "must be a NIfTI file"), (tmp_path / "no" / "o.nii.gz", "does not exist")]:
+        assert superresolve.main([str(anatomical), str(output), "--checkpoint", str(checkpoint)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(output) in err[0] and problem in err[0]
+    # An object-store checkpoint keeps its scheme's "//" (a Path would make it s3:/...).
+    assert superresolve.parse_args(["in.nii", "out.nii.gz", "--checkpoint", "s3://b/ckpt"]).checkpoint == "s3://b/ckpt"
+
+
+def test_a_volume_too_small_to_split_is_one_line_before_training(tmp_path, capsys):
+    # One volume: its last 30 % along y validates, which leaves 10 LR voxels of 20 for training.
+    volume = write_nifti(tmp_path / "short.nii.gz", np.clip(blob((64, 40, 64)), 0, None))
+    assert train.main(["--fast", "--data", str(volume), "--output", str(tmp_path / "o"),
+                       "--set", "data.patch_size=16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(volume) in err[0] and "fewer than one patch (16)" in err[0] and "along axis y" in err[0]

@@ -11,6 +11,7 @@ import pytest
 import ray
 from ray import tune
 
+from data_pipeline.acquisition import Acquisition
 from data_pipeline.dataset import make_pair, plan_split
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import read_volume
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 def make_setup(anatomical, tmp_path, workers: int, **config) -> TrialSetup:
     train_items, val_items = plan_split([str(anatomical)])
-    cases = make_cases([make_pair(read_volume(anatomical), "validation", "gaussian", 2, IntensityNorm())], 2)
+    cases = make_cases([make_pair(read_volume(anatomical), "validation", Acquisition("gaussian", 2), IntensityNorm())], 2)
     return TrialSetup(
         base_config=Config().override(SMOKE | config).to_dict(),
         train_items=train_items,

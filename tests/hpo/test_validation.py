@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from data_pipeline.acquisition import Acquisition
 from data_pipeline.dataset import make_pair
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import read_volume
@@ -19,14 +20,14 @@ from models.generator import Generator3D
 
 
 def pairs(anatomical):
-    return [make_pair(read_volume(anatomical), "validation", "gaussian", 2, IntensityNorm())]
+    return [make_pair(read_volume(anatomical), "validation", Acquisition("gaussian", 2), IntensityNorm())]
 
 
 def test_blocks_are_fixed_hold_brain_and_lie_inside_the_held_out_region(anatomical):
     pair = pairs(anatomical)[0]
-    blocks = make_block_cases([pair], 2, count=3, side=6)
+    blocks = make_block_cases([pair], 2, count=3, side=12)
     assert 1 <= len(blocks) <= 3
-    assert [b.source for b in blocks] == [b.source for b in make_block_cases([pair], 2, count=3, side=6)]
+    assert [b.source for b in blocks] == [b.source for b in make_block_cases([pair], 2, count=3, side=12)]
     (y0, y1) = pair.region[1]
     for case in blocks:
         assert case.mask.mean() >= MIN_BLOCK_BRAIN and case.hr.shape == (12, 12, 12)
@@ -45,7 +46,7 @@ def test_blocks_covering_the_brain_score_what_the_whole_region_scores(anatomical
     blocks of easy interior as much as those holding the brain's edge, where the error is.
     """
     pair = pairs(anatomical)[0]
-    blocks = make_block_cases([pair], 2, count=10_000, side=6)
+    blocks = make_block_cases([pair], 2, count=10_000, side=12)
     whole = make_cases([pair], 2)
     brain = sum(case.mask.sum() for case in blocks)
     assert brain >= 0.95 * whole[0].mask.sum()
@@ -60,6 +61,6 @@ def test_blocks_covering_the_brain_score_what_the_whole_region_scores(anatomical
 def test_blocks_score_a_generator_on_the_same_scale_as_the_whole_region(anatomical):
     g = Generator3D(base_channels=4, num_blocks=1, scale_factor=2, grid="corner").eval()  # an interpolator
     whole = Validator(make_cases(pairs(anatomical), 2), 2, "corner")(g)
-    blocks = Validator(make_block_cases(pairs(anatomical), 2, count=4, side=6), 2, "corner")(g)
+    blocks = Validator(make_block_cases(pairs(anatomical), 2, count=4, side=12), 2, "corner")(g)
     assert abs(blocks["val/psnr"] - whole["val/psnr"]) < 3  # same metric, a sample of the same anatomy
     assert 0 < blocks["val/ssim"] <= 1
