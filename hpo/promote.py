@@ -17,12 +17,13 @@ import sys
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from data_pipeline.dataset import min_shape_for
+from data_pipeline.acquisition import Acquisition
 from data_pipeline.nifti import VolumeError
 from hpo.config import Config
 from hpo.superresolve import load_model
 from hpo.tracking import (
-    DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, MODEL_URI_TAG, PARENT_TAG, REFIT_TAG, SEARCH_TAG, tracking_uri,
+    DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, MODEL_URI_TAG, PARENT_TAG, REFIT_TAG, SEARCH_TAG, recorded_settings,
+    tracking_uri,
 )
 from hpo.validation import METRIC, Validator, held_out_cases
 
@@ -64,17 +65,20 @@ def register(client: MlflowClient, run, name: str) -> str:
     return str(mlflow.register_model(run.data.tags[MODEL_URI_TAG], name).version)
 
 
-def held_out_score(uri: str, search_run, tracking: str, cases_for: dict) -> tuple[float, dict]:
-    """PSNR in brain of the model at `uri` on the whole held-out regions of `search_run`'s data."""
+def held_out_score(uri: str, search_run, tracking: str, cases_for: dict) -> tuple[float, dict, Acquisition]:
+    """PSNR in brain of the model at `uri` on the whole held-out regions of `search_run`'s data, made
+    with the model's own acquisition model (with its fixed validation noise); and that acquisition."""
     generator, meta = load_model(uri, tracking)
-    config = Config.from_dict(meta["config"]).data
-    key = (config.degradation, config.scale_factor, config.intensity_percentile, config.patch_size)
+    config = Config.from_dict(meta["config"])
+    acquisition = config.data.acquisition()
+    key = (acquisition.key(), config.data.intensity_percentile, config.data.patch_size)
     if key not in cases_for:
-        data = json.loads(search_run.data.params.get(DATA_PARAM, "[]")) or None
-        cases_for[key] = held_out_cases(data, config.degradation, config.scale_factor, config.intensity_percentile,
-                                        min_shape_for(config.scale_factor, config.patch_size))
-    scores = Validator(cases_for[key], meta["scale_factor"], meta["grid"])(generator)
-    return scores[METRIC], meta
+        settings = recorded_settings(MlflowClient(tracking_uri(tracking)), search_run.info.run_id)
+        data = (settings["data"] if settings else json.loads(search_run.data.params.get(DATA_PARAM, "[]"))) or None
+        cases_for[key] = held_out_cases(data, acquisition, config.data.intensity_percentile,
+                                        config.patch_spec().min_shape)
+    scores = Validator(cases_for[key], acquisition.scale_factor, acquisition.grid)(generator)
+    return scores[METRIC], meta, acquisition
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,16 +118,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.name} version {version} (run {run.info.run_id}) is already {model_uri}; nothing to do")
             return 0
         cases: dict = {}
-        score, meta = held_out_score(f"models:/{args.name}/{version}", search_run, args.tracking_uri, cases)
+        score, meta, acquisition = held_out_score(f"models:/{args.name}/{version}", search_run, args.tracking_uri, cases)
         verdict, promote = f"no {args.alias} yet", True
         description = f"{METRIC} {score:.2f} dB in brain on the whole held-out regions of search {search_name}"
         if champion is not None:
-            incumbent, incumbent_meta = held_out_score(f"models:/{args.name}/{champion.version}", search_run,
-                                                        args.tracking_uri, cases)
-            comparable = (incumbent_meta["grid"], incumbent_meta["scale_factor"]) == (meta["grid"], meta["scale_factor"])
+            incumbent, _, incumbent_acquisition = held_out_score(
+                f"models:/{args.name}/{champion.version}", search_run, args.tracking_uri, cases)
+            # Scores on different inputs say nothing about which model is better (cubic B-spline alone
+            # scores 3 dB higher on kspace input than on gaussian).
+            comparable = incumbent_acquisition.key() == acquisition.key()
             promote = args.force or (comparable and score > incumbent)
             verdict = f"{args.alias} version {champion.version}: {incumbent:.2f} dB" + ("" if comparable else
-                      f" (x{incumbent_meta['scale_factor']}, {incumbent_meta['grid']} grid: not comparable)")
+                      f" on {incumbent_acquisition.describe()}, this one on {acquisition.describe()}: not comparable")
             description += f"; against {verdict}"
     except (LookupError, VolumeError, FileNotFoundError, mlflow.exceptions.MlflowException) as err:
         print(f"error: {err}".splitlines()[0], file=sys.stderr)

@@ -3,7 +3,7 @@
 A trial of one worker is one Tune process that trains; a trial of N workers is a Tune driver (a
 hundredth of a CPU: it only waits on its Train run) and N DDP workers. Either way the Ray Data
 tasks that cut its patches need CPUs while the workers hold theirs, or the stream starves and the
-trial hangs (../shared/RAY_NOTES.md): each trial leaves `data_cpus_per_trial` CPUs free for them
+trial hangs (docs/ray.md): each trial leaves `data_cpus_per_trial` CPUs free for them
 and runs that many patch tasks at a time, rounded up (the tasks themselves ask Ray for no CPU: see
 `data_pipeline.ray_data.patch_stream`).
 """

@@ -29,12 +29,12 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from data_pipeline.dataset import SplitItem, make_pair, min_shape_for, plan_split, resolve_inputs
-from data_pipeline.degrade import get_degradation
+from data_pipeline.dataset import SplitItem, make_pair, plan_split, resolve_inputs, split_problem
 from data_pipeline.intensity import IntensityNorm
-from data_pipeline.nifti import is_uri, read_volume, typical_voxel_mm
+from data_pipeline.nifti import VolumeError, is_uri, read_volume, typical_voxel_mm
 from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
+from hpo.like import like_overrides
 from hpo.refit import (
     CHAMPION, DEFAULTS, REFIT_TIME_CAP, candidates, plain_run_steps, refit, refit_config, refit_setup,
 )
@@ -42,12 +42,14 @@ from hpo.resources import ResourceError, nodes_to_plan_for, plan_refit, plan_res
 from hpo.runtime import PROJECT_ROOT
 from hpo.search_space import numbered_space, searched_keys
 from hpo.tracking import (
-    DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, MlflowTracker, TrialView, ensure_experiment, find_or_create_parent,
+    DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, SETTINGS_ARTIFACT, MlflowTracker, TrialView, changed_settings,
+    ensure_experiment, find_or_create_parent, find_parent, recorded_settings,
     local_copy, remove_lost_trials, runs_page, storage_filesystem, tracking_uri,
 )
 from hpo.trial import DIVERGED, TRIAL_INDEX, TrialSetup, checkpoint_path, run_trial
 from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, make_block_cases, make_cases
 from models.checkpoint import load_generator
+from models.grid import Factors
 
 DEFAULT_STORAGE = PROJECT_ROOT / "runs" / "ray"
 # ASHA decides after 1, 4, 16, ... evaluations: of every four trials at a decision, one goes on.
@@ -83,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=64, help="number of configurations to try")
     p.add_argument("--data", nargs="+", help="NIfTI files, folders or s3:// prefixes (default: embedded MNI152)")
+    p.add_argument("--like", nargs="+", metavar="SCAN",
+                   help="low-resolution scans you mean to super-resolve: the factor per axis and the noise level "
+                        "are fitted to them (--set still wins)")
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
     p.add_argument("--name", help="this search's name: Tune run and MLflow parent run (default: the experiment)")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {tracking_uri()})")
@@ -117,6 +122,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def search_settings(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """What defines a search's trials, which a resume must not change: the data and the base
+    config (with --set, --like, the step budget, the seed); not the infrastructure flags."""
+    return {"data": args.data or [], "search_augmentation": args.search_augmentation,
+            **{key: value for key, value in config.flat().items() if key != "data.hr_voxel_mm"}}
+
+
 def base_config(args: argparse.Namespace) -> Config:
     fixed = dict(SMOKE) if args.fast else {}
     if not args.fast:
@@ -126,6 +138,10 @@ def base_config(args: argparse.Namespace) -> Config:
         fixed["data.hr_voxel_mm"] = typical_voxel_mm(resolve_inputs(args.data))
     except FileNotFoundError:
         pass
+    if args.like:
+        fitted, line = like_overrides(args.like, fixed.get("data.hr_voxel_mm", 0.0))
+        print(line)
+        fixed |= fitted
     return Config().override(fixed | parse_overrides(args.overrides))
 
 
@@ -137,7 +153,7 @@ def start_ray(dashboard: bool = True, **init_args) -> None:
     """Joins the cluster that RAY_ADDRESS names, or starts a local one (`init_args`: ray.init's).
 
     A local Ray needs its dashboard only where trials run Ray Train (several workers a trial):
-    Train V2 frees the workers of trials that ASHA stops by asking it (../shared/RAY_NOTES.md).
+    Train V2 frees the workers of trials that ASHA stops by asking it (docs/ray.md).
     One-worker trials never start Train, and the dashboard took 8 of the 25 CPU-seconds Ray's
     services spent in a 16-trial search on 2 cores, each one a trial's (1 without it).
     """
@@ -193,20 +209,25 @@ def load_volumes(paths: list[str], config: Config) -> HeldOut:
     starts (ray.init keeps about one of two cores busy for its 5 s).
     """
     data = config.data
-    usable, problems = check_volumes(paths, min_shape_for(data.scale_factor, data.patch_size))
+    spec = config.patch_spec()
+    usable, problems = check_volumes(paths, spec.min_shape)
     for problem in problems:  # every one named, also when none is usable
         print(f"skipped {problem}", file=sys.stderr)
     if not usable:
         raise SearchError(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
     train_items, val_items = plan_split(usable)
+    for item in train_items:
+        if item.part == "train" and (problem := split_problem(read_volume(item.path).data.shape, item.part, spec)):
+            raise SearchError(f"{item.path}: {problem}")
     norm = IntensityNorm(data.intensity_percentile)
-    val_pairs = [make_pair(read_volume(i.path), i.part, data.degradation, data.scale_factor, norm) for i in val_items]
+    val_pairs = [make_pair(read_volume(i.path), i.part, spec.acquisition, norm, validation=True) for i in val_items]
     # Trials are scored on blocks of the held-out regions (cheap enough to run for every trial);
     # the winner is checked on the whole regions at the end.
     blocks, whole = make_block_cases(val_pairs, data.scale_factor), make_cases(val_pairs, data.scale_factor)
-    grid = get_degradation(data.degradation).grid
+    grid = spec.acquisition.grid
     cubic = [baselines(cases, data.scale_factor, grid, ("cubic",))["cubic"] for cases in (blocks, whole)]
-    return HeldOut(train_items, Checks(blocks, whole, data.scale_factor, grid, *cubic), len(usable), problems)
+    checks = Checks(blocks, whole, data.scale_factor, grid, *cubic, spec.acquisition.describe())
+    return HeldOut(train_items, checks, len(usable), problems)
 
 
 @dataclass(frozen=True)
@@ -290,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or args.experiment
     try:
         config = base_config(args)
+    except VolumeError as err:
+        return error(str(err))
     except (KeyError, ValueError) as err:
         return error(err.args[0])
     storage = args.storage if is_uri(args.storage) else str(Path(args.storage).resolve())
@@ -320,26 +343,44 @@ def main(argv: list[str] | None = None) -> int:
             return error(str(err))
         client, experiment_id = tracking.result()
     checks = prepared.checks
+    settings = search_settings(args, config)
+    if args.resume and (found := find_parent(client, experiment_id, name)) is not None:
+        recorded = recorded_settings(client, found.info.run_id)
+        if recorded is not None and (changed := changed_settings(recorded, settings)):
+            return error(f"--resume: search {name!r} was started with other settings: {'; '.join(changed)}. "
+                         "Resume it with the same --data, --like, --set, --steps-per-trial, --eval-every and --seed")
 
     parent = find_or_create_parent(client, experiment_id, name, {
         "trials": args.trials, "workers_per_trial": prepared.setup.workers,
         "gpus_per_worker": prepared.setup.gpus_per_worker, "steps_per_trial": config.train.max_steps,
         "eval_every": config.train.eval_every, "seed": args.seed,
         "volumes_usable": prepared.volumes_usable, "volumes_skipped": prepared.volumes_skipped,
-        # What promote.py rebuilds the held-out regions from ([]: the embedded template).
-        DATA_PARAM: json.dumps(args.data or []),
+        # What promote.py rebuilds the held-out regions from ([]: the embedded template); a list
+        # too long for a parameter is in the settings artifact alone.
+        DATA_PARAM: json.dumps(args.data or []) if len(json.dumps(args.data or [])) <= 6000 else "(search_settings.json)",
+        "acquisition": config.data.acquisition().describe(),
     })
+    if not args.resume or recorded_settings(client, parent) is None:
+        client.log_dict(parent, settings, SETTINGS_ARTIFACT)
     # The parent run ends FINISHED, FAILED or KILLED, never left RUNNING by an error or Ctrl-C.
     status = "FAILED"
     tracker = MlflowTracker(uri, experiment_id, parent, storage, config.flat())
     try:
         client.log_metric(parent, f"baseline/cubic/{METRIC}", checks.cubic_blocks["psnr"])
+        print(f"acquisition: {config.data.acquisition().describe()}")
         print(f"validation: {len(checks.blocks)} blocks of held-out anatomy; cubic B-spline "
               f"{checks.cubic_blocks['psnr']:.2f} dB in brain")
         start = time.perf_counter()
         results = make_tuner(args, config, prepared, tracker, storage, name).fit()
         wall = time.perf_counter() - start
         tracker.close()  # every queued MLflow write done before the runs are read back
+        # Tune answers Ctrl-C by saving its state and returning from fit() as if done: a search
+        # with trials left is an interrupted one, to be resumed, never summarised or refitted.
+        if (unfinished := args.trials - results.num_terminated - results.num_errors) > 0:
+            status = "KILLED"
+            print(f"interrupted with {unfinished} of {args.trials} trials unfinished: no summary, no refit. "
+                  f"Continue it with the same command and --resume", file=sys.stderr)
+            return 130
         if args.resume and (caught_up := tracker.catch_up(results)):
             print(f"MLflow: completed {caught_up} run(s) from Tune's record (writes the interrupted search had lost)")
         trial_ids = {r.metrics["trial_id"] for r in results if r.metrics}
@@ -370,10 +411,11 @@ class Checks:
 
     blocks: list[ValidationCase]
     whole: list[ValidationCase]
-    scale_factor: int
+    scale_factor: int | Factors
     grid: str
     cubic_blocks: dict[str, float]  # cubic B-spline's metrics on each
     cubic_whole: dict[str, float]
+    acquisition: str  # how their LR input was made, in words
 
     def score(self, checkpoint: str, storage: str) -> dict[str, float]:
         """The metrics of the generator in `checkpoint` (in the search's storage) on the whole held-out regions."""
@@ -414,7 +456,7 @@ def summarise(
     best_run = tracker.run_id(TrialView(best.metrics["trial_id"], dict(best.config), best.path))
     client.log_batch(best_run, metrics=[Metric(f"{HELDOUT_PREFIX}{k}", v, now, int(best.metrics.get("step", 0)))
                                         for k, v in scores.items()])
-    print(f"\nchampion {best.metrics['trial_id']} on the whole held-out regions: {scores[METRIC]:.2f} dB in brain, "
+    print(f"\nchampion {best.metrics['trial_id']} on the whole held-out regions ({checks.acquisition}): {scores[METRIC]:.2f} dB in brain, "
           f"SSIM {scores['val/ssim']:.3f}; cubic B-spline {cubic['psnr']:.2f} dB ({scores[METRIC] - cubic['psnr']:+.2f} dB)")
     return Best(best, scores, cubic)
 

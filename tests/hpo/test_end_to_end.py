@@ -92,3 +92,53 @@ def test_search_refit_evaluate_promote(ray_cluster, tmp_path, capsys):
     assert promote.main([*base, "--search", "worse"]) == 0
     assert "kept models:/mri-sr-generator@champion" in capsys.readouterr().out
     assert client.get_model_version_by_alias("mri-sr-generator", "champion").version == champion.version
+
+
+def test_per_axis_search_promote_and_superresolve(ray_cluster, tmp_path, capsys):
+    """Thick slices end to end: a 1,1,2 thick_slice search, promoted, super-resolves a thick-slice scan
+    onto its HR grid; an isotropic model is not comparable with it, and refuses the thick-slice scan."""
+    import nibabel as nib
+    import numpy as np
+
+    from data_pipeline.acquisition import Acquisition
+    from data_pipeline.nifti import read_volume
+    from hpo import superresolve
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    thick = ["--set", "data.degradation=thick_slice", "--set", "data.scale_factor=1,1,2"]
+    out = run_search(tmp_path, "thick", "--trials", "1", "--no-control", *thick)
+    assert "acquisition: thick_slice x1,1,2, Rician noise 0-6 %" in out
+    parent, refits, _ = refit_runs(client, "thick")
+    assert parent.data.params["acquisition"].startswith("thick_slice x1,1,2")
+    assert refits[0].data.params["data.scale_factor"] == "(1, 1, 2)"
+    base = ["--tracking-uri", uri]
+    assert promote.main([*base, "--search", "thick"]) == 0
+    assert "no champion yet" in capsys.readouterr().out
+
+    # A thick-slice scan made from the real HR scan: slices twice as thick, each centred on its slab.
+    hr = read_volume(ANATOMICAL)
+    hr_data, lr_data = Acquisition("thick_slice", (1, 1, 2)).simulate(hr.data)
+    lr_affine = hr.affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 2, 0.5], [0, 0, 0, 1.0]])
+    scan, output = tmp_path / "thick.nii.gz", tmp_path / "sr.nii.gz"
+    nib.save(nib.Nifti1Image(lr_data, lr_affine), str(scan))
+    assert superresolve.main([str(scan), str(output), "--model", "models:/mri-sr-generator@champion", *base,
+                              "--no-progress"]) == 0
+    assert "2x2x4 mm -> 2x2x2 mm (x1,1,2)" in capsys.readouterr().out
+    sr = nib.load(str(output))
+    assert sr.shape == hr_data.shape  # exactly the HR grid: shape and affine
+    assert np.allclose(sr.affine, hr.affine, atol=1e-5)
+
+    # The isotropic scan cannot be mapped by a 1,1,2 model: refused in one line, nothing written.
+    capsys.readouterr()
+    assert superresolve.main([str(ANATOMICAL), str(tmp_path / "no.nii.gz"), "--model",
+                              "models:/mri-sr-generator@champion", *base, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2x2x1 mm voxels" in err[0] and not (tmp_path / "no.nii.gz").exists()
+
+    # An isotropic gaussian model was scored on other inputs: not comparable, the champion stays.
+    run_search(tmp_path, "iso", "--trials", "1", "--no-control")
+    champion = client.get_model_version_by_alias("mri-sr-generator", "champion").version
+    assert promote.main([*base, "--search", "iso"]) == 0
+    assert "not comparable" in capsys.readouterr().out
+    assert client.get_model_version_by_alias("mri-sr-generator", "champion").version == champion

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from hpo import promote, search, superresolve
 from hpo.runtime import PROJECT_ROOT
-from hpo.tracking import DIVERGED_TAG, MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, TRIAL_TAG
+from hpo.tracking import DIVERGED_TAG, MODEL_URI_TAG, PARENT_TAG, REFIT_TAG, SEARCH_TAG, TRIAL_TAG
 from hpo.trial import TRIAL_INDEX
 from tests.conftest import page_text
 
@@ -204,38 +204,79 @@ def test_no_usable_volume_stops_at_once(ray_cluster, tmp_path, capsys):
     assert "error: no usable volume among 1" in capsys.readouterr().err
 
 
+def test_a_single_volume_too_small_to_split_stops_at_once(ray_cluster, tmp_path, capsys):
+    import numpy as np
+
+    from tests.conftest import blob, write_nifti
+
+    volume = write_nifti(tmp_path / "short.nii.gz", np.clip(blob((64, 40, 64)), 0, None))
+    assert search.main(search_args(tmp_path, "--data", str(volume), "--set", "data.patch_size=16", name="n")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {volume}: ") and "fewer than one patch" in err[-1]
+
+
 def test_gpus_requested_on_a_cluster_without_gpus_is_a_clear_error(ray_cluster, tmp_path, capsys):
     assert search.main(search_args(tmp_path, "--gpus-per-worker", "1", name="g")) == 2
     assert "asked for GPUs, but the cluster has none" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_killed_search_resumes_without_repeats_or_duplicate_runs(ray_cluster, tmp_path, anatomical, workers):
-    args = search_args(tmp_path, "--data", str(anatomical), "--max-concurrent", "1", "--workers-per-trial", workers,
-                       trials=4, name="k")
+def stop_after_a_trial(ray_cluster, root, name: str, args: list[str], sig: int):
+    """Run the search in a process of its own, send it `sig` once a trial has finished; return the
+    finished trials' runs and the process's exit code."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     driver = subprocess.Popen([sys.executable, "hpo/search.py", *args], cwd=PROJECT_ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finished = []
     try:
         deadline = time.time() + 300
         while time.time() < deadline:
             # The Tune run folder appears after the driver has set MLflow up: opening the store
             # earlier would race its schema migration.
-            if (tmp_path / "ray" / "k").is_dir():
+            if (root / "ray" / name).is_dir():
                 try:
-                    finished = [c for c in child_runs(tmp_path, "k")[2] if c.info.status == "FINISHED"]
+                    finished = [c for c in child_runs(root, name)[2] if c.info.status == "FINISHED"]
                 except (IndexError, AttributeError):
                     finished = []
                 if finished:
                     break
             time.sleep(1)
         assert finished, "no trial finished before the deadline"
-        driver.send_signal(signal.SIGKILL)  # the driver dies mid-search
-        driver.wait(timeout=60)
+        driver.send_signal(sig)
+        return finished, driver.wait(timeout=120)
     finally:
         if driver.poll() is None:
             driver.kill()
+
+
+def test_ctrl_c_ends_the_search_killed_without_a_refit_and_a_resume_finishes_it(ray_cluster, tmp_path, anatomical):
+    args = search_args(tmp_path, "--data", str(anatomical), "--max-concurrent", "1", "--no-control",
+                       trials=4, name="c", refit=True)
+    _, code = stop_after_a_trial(ray_cluster, tmp_path, "c", args, signal.SIGINT)
+    assert code != 0
+    client, parent, children = child_runs(tmp_path, "c")
+    assert client.get_run(parent.info.run_id).info.status == "KILLED"
+    assert not [c for c in children if c.data.tags.get(REFIT_TAG)]  # no refit of a partial search
+    assert search.main(args + ["--resume"]) == 0
+    client, parent, children = child_runs(tmp_path, "c")
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    trials = [c for c in children if not c.data.tags.get(REFIT_TAG)]
+    assert len(trials) == 4 and all(c.info.status == "FINISHED" for c in trials)
+    assert [c for c in children if c.data.tags.get(REFIT_TAG)]  # the final champion, refitted
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_killed_search_resumes_without_repeats_or_duplicate_runs(ray_cluster, tmp_path, anatomical, workers, capsys):
+    args = search_args(tmp_path, "--data", str(anatomical), "--max-concurrent", "1", "--workers-per-trial", workers,
+                       trials=4, name="k")
+    finished, _ = stop_after_a_trial(ray_cluster, tmp_path, "k", args, signal.SIGKILL)  # the driver dies mid-search
     done_before = {c.data.tags[TRIAL_TAG]: c.info.run_id for c in finished}
+    if workers == "1":
+        # Resumed with other data and another degradation: refused in one line naming both.
+        other = [a for i, a in enumerate(args) if a != "--data" and (i == 0 or args[i - 1] != "--data")]
+        assert search.main(other + ["--set", "data.degradation=kspace", "--resume"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "other settings" in err[0], err
+        assert "data.degradation='gaussian' (now 'kspace')" in err[0] and f"data=['{anatomical}'] (now [])" in err[0]
     assert search.main(args + ["--resume"]) == 0
     client, _, children = child_runs(tmp_path, "k")
     assert len(children) == 4 and len({c.data.tags[TRIAL_TAG] for c in children}) == 4
