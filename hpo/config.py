@@ -190,9 +190,10 @@ def _coerce(current: Any, value: Any, key: str) -> Any:
 
 
 def _factors(value: Any) -> int | Factors:
-    parts = value.split(",") if isinstance(value, str) else value
+    """"2", "1,1,4", 2, [1, 1, 4] (a checkpoint's JSON) -> the factors; DataConfig stores them."""
+    parts = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
     try:
-        return as_factors(int(parts) if isinstance(parts, int) else [int(p) for p in parts] if len(parts) > 1 else int(parts[0]))
+        return as_factors(int(parts[0]) if len(parts) == 1 else [int(p) for p in parts])
     except (TypeError, ValueError):
         raise ValueError(f"data.scale_factor: expected one int or three (1,1,4), each 1 to 4, got {value!r}") from None
 

@@ -153,6 +153,16 @@ class RefitResult:
     scores: dict[str, float]  # on the whole held-out regions: val/psnr, val/ssim, ...
 
 
+class Interrupted(Exception):
+    """A Tune run stopped by Ctrl-C: Tune saves its state and returns from fit() with trials left."""
+
+
+def check_finished(results, expected: int, what: str) -> None:
+    """Raise Interrupted when fewer than `expected` trials of a Tune run ended (done or failed)."""
+    if (left := expected - results.num_terminated - results.num_errors) > 0:
+        raise Interrupted(f"{left} of {expected} {what} unfinished")
+
+
 def make_tuner(setup: TrialSetup, refits: dict[str, dict[str, Any]], tracker: MlflowTracker, max_concurrent: int,
                storage: str, name: str, resume: bool) -> tune.Tuner:
     trainable = tune.with_resources(tune.with_parameters(run_refit, setup=setup, refits=refits), setup.tune_resources())
@@ -177,6 +187,7 @@ def refit(
     """Train each candidate, score its last checkpoint with `score(checkpoint)`, log the scores on its run."""
     results = make_tuner(setup, refits, tracker, max_concurrent, storage, name, resume).fit()
     tracker.close()
+    check_finished(results, len(refits), "refits")
     client = MlflowClient(tracker.uri)
     trial_ids = {r.metrics["trial_id"] for r in results if r.metrics}
     remove_lost_trials(client, tracker.experiment_id, tracker.parent_run_id, trial_ids, refit=True)

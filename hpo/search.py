@@ -36,7 +36,8 @@ from data_pipeline.ray_data import check_volumes
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.like import like_overrides
 from hpo.refit import (
-    CHAMPION, DEFAULTS, REFIT_TIME_CAP, candidates, plain_run_steps, refit, refit_config, refit_setup,
+    CHAMPION, DEFAULTS, REFIT_TIME_CAP, Interrupted, candidates, check_finished, plain_run_steps, refit, refit_config,
+    refit_setup,
 )
 from hpo.resources import ResourceError, nodes_to_plan_for, plan_refit, plan_resources, share_for_refits
 from hpo.runtime import PROJECT_ROOT
@@ -376,11 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         tracker.close()  # every queued MLflow write done before the runs are read back
         # Tune answers Ctrl-C by saving its state and returning from fit() as if done: a search
         # with trials left is an interrupted one, to be resumed, never summarised or refitted.
-        if (unfinished := args.trials - results.num_terminated - results.num_errors) > 0:
-            status = "KILLED"
-            print(f"interrupted with {unfinished} of {args.trials} trials unfinished: no summary, no refit. "
-                  f"Continue it with the same command and --resume", file=sys.stderr)
-            return 130
+        check_finished(results, args.trials, "trials")
         if args.resume and (caught_up := tracker.catch_up(results)):
             print(f"MLflow: completed {caught_up} run(s) from Tune's record (writes the interrupted search had lost)")
         trial_ids = {r.metrics["trial_id"] for r in results if r.metrics}
@@ -397,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except SearchError as err:
         return error(str(err))
+    except Interrupted as err:
+        status = "KILLED"
+        print(f"interrupted with {err}: continue with the same command and --resume", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         status = "KILLED"
         raise

@@ -70,3 +70,23 @@ def test_the_means_and_the_figure_go_into_an_mlflow_run(checkpoint, tmp_path):
     assert metrics["eval/volumes_skipped"] == 0
     assert metrics["eval/generator/psnr_brain"] > 0 and "eval/cubic/ssim_volume" in metrics
     assert [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")] == ["evaluation/f.png"]
+
+
+def test_volumes_too_thin_for_ssim_are_skipped_in_one_line(checkpoint, tmp_path, capsys):
+    # 8 HR voxels along z hold an LR patch for the model, but not SSIM's 11-voxel window.
+    thin = write_nifti(tmp_path / "thin.nii.gz", blob((40, 36, 8)))
+    assert evaluate.main([str(checkpoint), "--data", str(thin), str(ANATOMICAL)]) == 0
+    out, err = capsys.readouterr()
+    skipped = [line for line in err.splitlines() if line.startswith("skipped")]
+    assert len(skipped) == 1 and str(thin) in skipped[0] and "smaller than" in skipped[0]
+    assert "1 skipped" in out
+
+
+def test_held_out_regions_are_scored_with_the_noise_asked_for(checkpoint, tmp_path):
+    scores = {}
+    for noise in ("0", "0.04"):
+        report = tmp_path / f"h{noise}.json"
+        assert evaluate.main([str(checkpoint), "--held-out", "--data", str(ANATOMICAL), "--noise", noise,
+                              "--json", str(report)]) == 0
+        scores[noise] = json.loads(report.read_text())["mean"]["cubic"]["psnr_brain"]
+    assert scores["0.04"] < scores["0"] - 0.1  # the same held-out region, a noisier input (cubic loses ~0.4 dB)

@@ -220,9 +220,9 @@ def test_gpus_requested_on_a_cluster_without_gpus_is_a_clear_error(ray_cluster, 
     assert "asked for GPUs, but the cluster has none" in capsys.readouterr().err
 
 
-def stop_after_a_trial(ray_cluster, root, name: str, args: list[str], sig: int):
-    """Run the search in a process of its own, send it `sig` once a trial has finished; return the
-    finished trials' runs and the process's exit code."""
+def stop_after_a_trial(ray_cluster, root, name: str, args: list[str], sig: int, status: str = "FINISHED"):
+    """Run the search in a process of its own, send it `sig` once a trial's run has `status`; return
+    those trials' runs and the process's exit code."""
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
     driver = subprocess.Popen([sys.executable, "hpo/search.py", *args], cwd=PROJECT_ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -234,7 +234,7 @@ def stop_after_a_trial(ray_cluster, root, name: str, args: list[str], sig: int):
             # earlier would race its schema migration.
             if (root / "ray" / name).is_dir():
                 try:
-                    finished = [c for c in child_runs(root, name)[2] if c.info.status == "FINISHED"]
+                    finished = [c for c in child_runs(root, name)[2] if c.info.status == status]
                 except (IndexError, AttributeError):
                     finished = []
                 if finished:
@@ -251,7 +251,8 @@ def stop_after_a_trial(ray_cluster, root, name: str, args: list[str], sig: int):
 def test_ctrl_c_ends_the_search_killed_without_a_refit_and_a_resume_finishes_it(ray_cluster, tmp_path, anatomical):
     args = search_args(tmp_path, "--data", str(anatomical), "--max-concurrent", "1", "--no-control",
                        trials=4, name="c", refit=True)
-    _, code = stop_after_a_trial(ray_cluster, tmp_path, "c", args, signal.SIGINT)
+    # Interrupted while its first trial trains: Tune saves its state and returns from fit().
+    _, code = stop_after_a_trial(ray_cluster, tmp_path, "c", args, signal.SIGINT, status="RUNNING")
     assert code != 0
     client, parent, children = child_runs(tmp_path, "c")
     assert client.get_run(parent.info.run_id).info.status == "KILLED"
@@ -315,3 +316,21 @@ def test_diverged_trials_fail_at_once_and_are_counted(ray_cluster, tmp_path, ana
         assert child.data.params["optim.lr_g"] == "1e+30"  # fixed, not searched
         assert "resumed_from_step" not in child.data.metrics  # no retry from a checkpoint
         assert MODEL_URI_TAG not in child.data.tags
+
+
+def test_a_data_list_longer_than_a_parameter_is_kept_whole_for_promotion(ray_cluster, tmp_path, anatomical, capsys):
+    """MLflow truncates a parameter at 6,000 characters; the settings artifact keeps the whole list."""
+    folder = tmp_path / ("scans-with-a-long-folder-name-" + "x" * 40)
+    folder.mkdir()
+    paths = []
+    for i in range(60):
+        path = folder / f"subject-{i:03d}-session-01-acquisition-t1w-run-01.nii"
+        path.symlink_to(anatomical)
+        paths.append(str(path))
+    assert len(json.dumps(paths)) > 6000
+    assert search.main(search_args(tmp_path, "--data", *paths, trials=1, name="long")) == 0
+    client, parent, _ = child_runs(tmp_path, "long")
+    assert parent.data.params["data"] == "(search_settings.json)"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert promote.main(["--tracking-uri", uri, "--search", "long"]) == 0
+    assert "no champion yet" in capsys.readouterr().out
