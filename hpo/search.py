@@ -327,9 +327,6 @@ def main(argv: list[str] | None = None) -> int:
         paths = resolve_inputs(args.data)
     except FileNotFoundError as err:
         return error(str(err))
-    # MLflow draws a progress bar (and starts a monitor thread) for every model it logs: one per
-    # trial, unread between Tune's tables.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = tracking_uri(args.tracking_uri)
     # Ray's start keeps about one core busy: the store and local volumes get ready beside it.
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare") as pool:

@@ -6,6 +6,7 @@ never open the store, so a SQLite file is safe and a resumed trial finds its run
 
 import copy
 import json
+import logging
 import math
 import os
 import queue
@@ -37,6 +38,9 @@ DEFAULT_EXPERIMENT = "mri-sr-search"
 GENERATOR_ARTIFACT = "generator"
 PARENT_TAG = "mlflow.parentRunId"
 SEARCH_TAG = "mri_sr.search"  # on the parent run: the search's name
+# MLflow draws a progress bar (and starts a monitor thread) for every model it logs or downloads:
+# one per trial in a search, and several per promotion or download, none of them worth reading.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 DATA_PARAM = "data"  # on the parent run: the search's --data as a JSON list ([]: the embedded template)
 # On the parent run: what defines the search (its --data, base config, searched extras), which a
 # resume must match and promotion rebuilds the held-out data from. An artifact, not parameters:
@@ -157,6 +161,9 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 def log_generator(checkpoint_dir: Path) -> str:
     """Log a checkpoint as an MLflow model inside the active run; returns the model's URI."""
     volume = TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1, -1))  # any size: fully convolutional
+    # MLflow warns, once a model, that a pickled python_model can run code when loaded: true of
+    # every pickle, and nothing a user of the search can act on.
+    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
     info = mlflow.pyfunc.log_model(
         name=GENERATOR_ARTIFACT,
         python_model=GeneratorModel(),

@@ -96,6 +96,11 @@ _CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.ex
 def _quiet_checkpoint_logs() -> None:
     for name in _CHECKPOINT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Ray Data announces every dataset's start and plan on the console, one trial's stream at a
+    # time, between Tune's tables; its log files under the session's logs/ray-data keep them.
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console":
+            handler.setLevel(logging.WARNING)
 
 
 def stream_seed(seed: int, index: int) -> int:
