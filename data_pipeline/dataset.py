@@ -171,7 +171,7 @@ class PatchSpec:
     def sampler(self, pair: VolumePair) -> PatchSampler:
         a = self.acquisition
         return PatchSampler(pair.lr, pair.hr, a.scale_factor, self.lr_shape, pair.region, self.foreground_fraction,
-                            a.noise, self.noise_map, a.noise_free_fraction)
+                            a.noise, self.noise_map, a.noise_free_fraction, sigma_floor=pair.sigma)
 
 
 def split_problem(shape: tuple[int, int, int], part: Part, spec: PatchSpec) -> str | None:

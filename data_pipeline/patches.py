@@ -6,7 +6,7 @@ import numpy as np
 
 from data_pipeline.augment import Augment
 from data_pipeline.intensity import foreground
-from data_pipeline.noise import estimate_sigma, foreground_mean, rician
+from data_pipeline.noise import foreground_mean, rician
 from models.conditioning import model_input
 from models.grid import Factors, as_factors
 
@@ -39,9 +39,9 @@ class PatchSampler:
     With a `noise` range (relative to the LR foreground's mean), each LR patch gets Rician noise of
     a level drawn from it, but for a `noise_free_fraction` of them, left clean so that the model
     keeps learning what clean input needs; with `noise_map`, the LR patches carry the noise level as a second
-    channel (models/conditioning.py): the sigma that `estimate_sigma` would find in the volume,
-    which sees the anatomy's own fine detail as a little noise, so the map means in training what
-    it means when a scan's sigma is estimated.
+    channel (models/conditioning.py), combined with `sigma_floor`, what `estimate_sigma` finds in the
+    noise-free LR (the anatomy's own fine detail reads as a little noise), so that the map means in
+    training what it means when a scan's sigma is estimated.
     """
 
     def __init__(
@@ -55,6 +55,7 @@ class PatchSampler:
         noise: tuple[float, float] = (0.0, 0.0),
         noise_map: bool = False,
         noise_free_fraction: float = 0.0,
+        sigma_floor: float = 0.0,
     ) -> None:
         s = np.array(as_factors(scale_factor))
         p = np.array((patch_size,) * 3 if isinstance(patch_size, int) else patch_size)
@@ -71,7 +72,7 @@ class PatchSampler:
         self.foreground_fraction = foreground_fraction
         self.noise, self.noise_map, self.noise_free_fraction = noise, noise_map, noise_free_fraction
         self.signal_mean = foreground_mean(lr) if noise[1] > 0 else 0.0
-        self.sigma_floor = estimate_sigma(lr) if noise_map else 0.0
+        self.sigma_floor = sigma_floor
 
     def corners(self, count: int, rng: np.random.Generator) -> np.ndarray:
         on_brain = rng.random(count) < self.foreground_fraction if len(self.centres) else np.zeros(count, bool)

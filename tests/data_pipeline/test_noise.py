@@ -63,7 +63,7 @@ def test_validation_noise_is_fixed_per_volume():
 def test_patches_get_a_noise_level_each_and_carry_it_as_a_map():
     hr = np.clip(blob((32, 32, 32)), 0, None)
     lr = np.ascontiguousarray(hr[::2, ::2, ::2])
-    sampler = PatchSampler(lr, hr, 2, 8, noise=(0.02, 0.06), noise_map=True)
+    sampler = PatchSampler(lr, hr, 2, 8, noise=(0.02, 0.06), noise_map=True, sigma_floor=estimate_sigma(lr))
     clean = PatchSampler(lr, hr, 2, 8)
     x, y = sampler.sample(64, np.random.default_rng(0))
     x0, y0 = clean.sample(64, np.random.default_rng(0))
