@@ -38,6 +38,7 @@ from hpo.superresolve import load_model
 from hpo.validation import ValidationCase, held_out_cases, make_cases, score
 from models.checkpoint import unwrap
 from models.conditioning import model_input
+from models.grid import factors_text
 from models.inference import sliding_window_superresolve
 from models.metrics import SSIM_WINDOW, ssim
 
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = [*METHODS, "generator"]
     means = {m: {c: float(np.mean([r[c] for r in table if r["method"] == m])) for c in COLUMNS} for m in methods}
-    print(f"{acquisition.describe().split(', Rician')[0].split(', no noise')[0]}, "
+    print(f"{acquisition.degradation} {factors_text(acquisition.scale_factor)}, "
           f"{'noise %g %%' % (100 * acquisition.val_noise) if acquisition.val_noise else 'no noise'} on the LR input, "
           f"{len(paths) - skipped} volume(s)" + (f", {skipped} skipped" if skipped else ""))
     print(f"{'volume':<40} {'method':<10} {'PSNR brain':>10} {'PSNR vol.':>10} {'SSIM brain':>10} {'SSIM vol.':>10}")
