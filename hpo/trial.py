@@ -18,9 +18,8 @@ _LOADED_AT = time.time()  # before the imports below: a new trial process spends
 
 import contextlib  # noqa: E402
 import logging  # noqa: E402
-import threading  # noqa: E402
 import zlib  # noqa: E402
-from collections.abc import Callable, Generator, Iterator  # noqa: E402
+from collections.abc import Callable, Generator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -29,9 +28,10 @@ import ray.data  # noqa: E402
 import torch  # noqa: E402
 from ray import tune  # noqa: E402
 
-from data_pipeline.dataset import PATCHES_PER_CHUNK, SplitItem, chunk_batches, plan_chunks  # noqa: E402
+from data_pipeline.dataset import SplitItem  # noqa: E402
 from data_pipeline.degrade import get_degradation  # noqa: E402
 from data_pipeline.ray_data import patch_stream  # noqa: E402
+from data_pipeline.trial_stream import ddp_chunks, endless_batches, trial_batches  # noqa: E402
 from hpo.config import Config  # noqa: E402
 from hpo.resources import DRIVER_CPUS  # noqa: E402
 from hpo.runtime import set_threads  # noqa: E402
@@ -41,24 +41,6 @@ from hpo.search_space import TRIAL_INDEX  # noqa: E402
 # Train, seconds of CPU per process). What only training needs is imported where it is used.
 
 DIVERGED = "diverged"  # 1.0 in the last result of a trial whose loss became non-finite
-# A one-worker trial streams its patches in rounds of this many chunks (2,048 patch pairs), one
-# Ray Data dataset a round, the next started when half of one is trained on: Ray Data's executor
-# slows with the blocks a dataset holds (an 8-minute refit planned at once, 825 chunks, trained at
-# 14 patch pairs/s where 17 chunks gave 55-60), and Ray Data cuts ahead as far as memory allows, so
-# a stream planned far beyond what a trial trains before ASHA stops it is cut for nothing. The
-# rest of a step budget comes as one dataset when it is at most two rounds: each dataset costs
-# about 1.6 CPU-seconds to start and drain beyond cutting its patches (the trial's executor,
-# Ray Data's stats and autoscaling actors), and a 400-step search trial took two where one does.
-ROUND_CHUNKS = 8
-# A several-worker trial's stream is one dataset (Ray Train splits it between the workers): at
-# most this many chunks, repeated when a long run uses them up.
-MAX_DDP_CHUNKS = 32
-# A one-worker trial cuts the chunks of its first `TrialSetup.local_steps` steps itself (the
-# search's first two ASHA decisions, 100 steps) and LEAD_STEPS batches more, and starts its Ray
-# Data stream when those LEAD_STEPS batches are left.
-LEAD_STEPS = 24
-
-
 @dataclass(frozen=True)
 class TrialSetup:
     """What every trial shares and the search never changes: data, resources, storage."""
@@ -132,16 +114,8 @@ def run_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     if setup.workers == 1:
         _train_in_trial(config, seed, setup, origin)
     else:
-        most = MAX_DDP_CHUNKS * PATCHES_PER_CHUNK  # also what a run with a time budget alone plans
-        chunks = plan_chunks(setup.train_items, min(planned_patches(config, setup.workers) or most, most), seed,
-                             PATCHES_PER_CHUNK)
+        chunks = ddp_chunks(setup.train_items, config.train.max_steps, config.data.batch_size, setup.workers, seed)
         _train_with_ray_train(config, patch_stream(chunks, config.patch_spec(), setup.data_tasks), setup, origin)
-
-
-def planned_patches(config: Config, workers: int = 1) -> int | None:
-    """The patch pairs a run with a step budget plans (10 % spare); None for a time budget alone."""
-    steps, batch = config.train.max_steps, config.data.batch_size
-    return int(1.1 * steps * batch) + batch * workers if steps else None
 
 
 _trials_in_process = 0
@@ -154,22 +128,6 @@ def _started_at() -> float:
     return _LOADED_AT if _trials_in_process == 1 else time.time()
 
 
-def local_plan(config: Config, local_steps: int) -> tuple[int, int, int | None]:
-    """A one-worker trial's (chunks cut in the trial, batches trained before its stream starts,
-    chunks its step budget plans or None).
-
-    The chunks cover `local_steps` and LEAD_STEPS batches more, the stream starts with LEAD_STEPS of
-    them left; a budget they cover needs no stream (one starts only should they run short).
-    """
-    batch = config.data.batch_size
-    planned = planned_patches(config)
-    end = -(-planned // PATCHES_PER_CHUNK) if planned else None
-    local = max(1, -(-(local_steps + LEAD_STEPS) * batch // PATCHES_PER_CHUNK))
-    if end is not None and end <= local:
-        return end, end * PATCHES_PER_CHUNK // batch, end
-    return local, local * PATCHES_PER_CHUNK // batch - LEAD_STEPS, end
-
-
 def _train_in_trial(config: Config, seed: int, setup: TrialSetup, origin: float) -> None:
     from hpo.loop import Runtime
 
@@ -177,24 +135,11 @@ def _train_in_trial(config: Config, seed: int, setup: TrialSetup, origin: float)
     # Ray: Tune gives this process the trial's GPU (CUDA_VISIBLE_DEVICES), so it is device 0.
     device = torch.device("cuda" if setup.gpus_per_worker else "cpu")
     data = config.data
-    # The first chunks are cut right here, and Ray Data starts on the rest only once the trial has
-    # passed ASHA's first two decisions (`local_steps`) with LEAD_STEPS batches still in hand: most
-    # trials end at one of them, and a stream they never used cost each of them seconds of both
-    # cores (a 25-step trial took 8-14 s in a search, 4 s in plain processes; a 100-step trial's
-    # dataset about 1.6 CPU-s beyond its patches). Cutting here takes 1.1 ms a batch once the
-    # volume is read, where a dataset's share in the trial alone was 5. The patches are the same
-    # either way.
-    spec = config.patch_spec()
-    local_chunks, start_after, end = local_plan(config, setup.local_steps)
-    first = chunk_batches(plan_chunks(setup.train_items, local_chunks * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK),
-                          spec, data.batch_size, repeat=False)
-
-    def rest() -> Generator:
-        return _rounds(setup.train_items, seed, spec, setup.data_tasks, data.batch_size, first=local_chunks, end=end)
-
+    batches = trial_batches(setup.train_items, seed, config.patch_spec(), setup.data_tasks, data.batch_size,
+                            config.train.max_steps, setup.local_steps)
     run_loop(
         config,
-        _chained(first, rest, start_after),
+        batches,
         Runtime(device=device),
         setup.val_cases,
         report=tune.report,  # Ray:
@@ -268,7 +213,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")  # Ray:
     run_loop(
         config,
-        _endless_batches(shard, max(1, config.data.batch_size // world)),
+        endless_batches(shard, max(1, config.data.batch_size // world)),
         Runtime(device=device, is_main=rank == 0, prepare_model=ray.train.torch.prepare_model, agree=agree_max,
                 any_rank=any_rank),
         loop_config["val_cases"],
@@ -277,112 +222,6 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
         resume=ray.train.get_checkpoint(),  # Ray: set when this run restarts after a lost worker
         origin=loop_config.get("origin", time.time()),
     )
-
-
-class _Prefetched:
-    """A generator whose first item is fetched in a thread from the start: a Ray Data stream starts
-    up (seconds on busy cores) while the training loop still has batches."""
-
-    def __init__(self, source: Generator) -> None:
-        self.source, self.head = source, {}
-        self.thread = threading.Thread(target=self._fetch, name="stream-start", daemon=True)
-        self.thread.start()
-
-    def _fetch(self) -> None:
-        try:
-            self.head["batch"] = next(self.source)
-        except BaseException as err:  # re-raised in the training thread, where it belongs
-            self.head["error"] = err
-
-    def __iter__(self) -> Generator:
-        self.thread.join()
-        if isinstance(self.head.get("error"), StopIteration):
-            return
-        if "error" in self.head:
-            raise self.head["error"]
-        yield self.head["batch"]
-        yield from self.source
-
-    def close(self) -> None:
-        self.thread.join()
-        self.source.close()
-
-
-def _chained(first: Iterator, rest: Callable[[], Generator], start_after: int) -> Generator:
-    """`first`, then `rest()`, started in a thread (Ray Data starts up) once `start_after` items of `first` are out."""
-    upcoming: _Prefetched | None = None
-    try:
-        for count, item in enumerate(first):
-            if count == start_after:
-                upcoming = _Prefetched(rest())
-            yield item
-        if upcoming is None:  # `first` ran out before `start_after`
-            upcoming = _Prefetched(rest())
-        yield from upcoming
-    finally:
-        if upcoming is not None:
-            upcoming.close()
-
-
-def _rounds(
-    items: list[SplitItem], seed: int, spec, tasks: int, batch_size: int, first: int, end: int | None = None
-) -> Generator:
-    """Chunks `first`, `first` + 1, ... of the trial's plan (those before it are cut in the trial),
-    ROUND_CHUNKS to a dataset (the plan's rest in one when it is at most two), for as long as the
-    trial trains.
-
-    The next round starts when half of one is trained on, up to chunk `end` (what a step budget
-    plans; None: no end). Past it, a trial that still trains (a volume became unreadable and its
-    chunks came out empty) gets more rounds, each when it needs it.
-    """
-
-    def size(start: int) -> int:
-        if end is None or start >= end:
-            return ROUND_CHUNKS
-        return end - start if end - start <= 2 * ROUND_CHUNKS else ROUND_CHUNKS
-
-    def round_from(start: int) -> Generator:
-        chunks = plan_chunks(items, size(start) * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK, first=start)
-        return _one_pass(patch_stream(chunks, spec, tasks), batch_size)
-
-    half = max(1, ROUND_CHUNKS * PATCHES_PER_CHUNK // batch_size // 2)
-    start = first
-    upcoming: _Prefetched | None = _Prefetched(round_from(start))
-    try:
-        while True:
-            current, upcoming = upcoming, None
-            start += size(start)
-            try:
-                for count, batch in enumerate(current):
-                    if count == half and (end is None or start < end):
-                        upcoming = _Prefetched(round_from(start))
-                    yield batch
-            finally:
-                current.close()
-            if upcoming is None:  # past the plan's end, or a round shorter than planned
-                upcoming = _Prefetched(round_from(start))
-    finally:
-        if upcoming is not None:
-            upcoming.close()
-
-
-def _endless_batches(stream, batch_size: int) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
-    # Should a several-worker trial's stream run out, it starts again (on all ranks together: Ray
-    # Train's default split gives them equal shards).
-    while True:
-        yield from _one_pass(stream, batch_size)
-
-
-def _one_pass(stream, batch_size: int) -> Generator[tuple[torch.Tensor, torch.Tensor], None, None]:
-    batches = iter(stream.iter_torch_batches(batch_size=batch_size, drop_last=True, dtypes=torch.float32))
-    try:
-        for batch in batches:
-            yield batch["lr"], batch["hr"]  # (B, 1, p, p, p), (B, 1, sp, sp, sp)
-    finally:
-        # Ray: shuts the stream's executor down when the trial ends early (ASHA's stop ends the
-        # training thread with SystemExit). Left to the garbage collector, a stopped trial's
-        # executor went on running in the process that Tune reused for the next trials.
-        batches.close()
 
 
 def run_loop(

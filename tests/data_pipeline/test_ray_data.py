@@ -11,7 +11,6 @@ from data_pipeline.dataset import (
     plan_split,
 )
 from data_pipeline.ray_data import check_volumes, patch_stream
-from hpo.config import Config
 from tests.conftest import blob, write_nifti
 
 SPEC = PatchSpec(Acquisition("gaussian", 2), 8, 0.9, 99.5)
@@ -51,13 +50,13 @@ def test_patch_stream_is_seeded_and_shaped(ray_cluster, anatomical):
 
 def test_a_one_worker_trial_streams_its_plan_in_rounds(ray_cluster, anatomical, monkeypatch):
     """Round after round of datasets, the patches are the plan's chunks 1, 2, 3, ... in order."""
-    from hpo import trial
+    from data_pipeline import trial_stream as trial
 
     monkeypatch.setattr(trial, "ROUND_CHUNKS", 2)
     monkeypatch.setattr(trial, "PATCHES_PER_CHUNK", 8)
     train, _ = plan_split([str(anatomical)])
     assert plan_chunks(train, 16, seed=5, patches_per_chunk=8, first=3) == plan_chunks(train, 40, 5, 8)[3:5]
-    rounds = trial._rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4, first=1)
+    rounds = trial.rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4, first=1)
     planned = chunk_batches(plan_chunks(train, 6 * 8, seed=5, patches_per_chunk=8, first=1), SPEC, batch_size=4)
     for _ in range(12):  # three rounds of two chunks of two batches
         (lr, hr), (want_lr, want_hr) = next(rounds), next(planned)
@@ -67,7 +66,7 @@ def test_a_one_worker_trial_streams_its_plan_in_rounds(ray_cluster, anatomical, 
 
 def test_a_trial_starts_its_ray_data_stream_only_past_the_first_decision():
     """Trials that ASHA stops at its first rung never start a stream they would not use."""
-    from hpo import trial
+    from data_pipeline import trial_stream as trial
 
     started = []
 
@@ -75,31 +74,29 @@ def test_a_trial_starts_its_ray_data_stream_only_past_the_first_decision():
         started.append(len(started))
         return (batch for batch in ["r0", "r1"])
 
-    chained = trial._chained(iter(["a", "b", "c"]), rest, start_after=2)
+    chained = trial.chained(iter(["a", "b", "c"]), rest, start_after=2)
     assert [next(chained), next(chained)] == ["a", "b"] and not started
     assert list(chained) == ["c", "r0", "r1"] and started == [0]
     # a first part shorter than start_after still hands on to the stream
-    assert list(trial._chained(iter(["a"]), rest, start_after=5)) == ["a", "r0", "r1"]
+    assert list(trial.chained(iter(["a"]), rest, start_after=5)) == ["a", "r0", "r1"]
 
 
 def test_a_trial_cuts_its_first_decisions_patches_itself():
     """Patches for `local_steps` and LEAD_STEPS more are cut in the trial; its stream starts with LEAD_STEPS left."""
-    from hpo import trial
+    from data_pipeline import trial_stream as trial
 
-    config = Config().override({"train.max_steps": 400, "data.batch_size": 8})
-    chunks, start_after, end = trial.local_plan(config, local_steps=100)
+    chunks, start_after, end = trial.local_plan(steps=400, batch=8, local_steps=100)
     assert chunks * PATCHES_PER_CHUNK >= (100 + trial.LEAD_STEPS) * 8 > (chunks - 1) * PATCHES_PER_CHUNK
     assert start_after == chunks * PATCHES_PER_CHUNK // 8 - trial.LEAD_STEPS >= 100  # past the second decision
     assert end == -(-(int(1.1 * 400 * 8) + 8) // PATCHES_PER_CHUNK)
     # a budget the local chunks cover: the plan's chunks, all cut here, no stream unless they run short
-    short = Config().override({"train.max_steps": 50, "data.batch_size": 8})
-    chunks, start_after, end = trial.local_plan(short, local_steps=100)
+    chunks, start_after, end = trial.local_plan(steps=50, batch=8, local_steps=100)
     assert chunks == end == -(-(int(1.1 * 50 * 8) + 8) // PATCHES_PER_CHUNK) and start_after == chunks * PATCHES_PER_CHUNK // 8
 
 
 def test_rounds_stop_where_the_step_budget_ends_unless_the_trial_needs_more(ray_cluster, anatomical, monkeypatch):
     """Ray Data cuts ahead: a round planned past a trial's budget was cut for nothing."""
-    from hpo import trial
+    from data_pipeline import trial_stream as trial
 
     monkeypatch.setattr(trial, "ROUND_CHUNKS", 2)
     monkeypatch.setattr(trial, "PATCHES_PER_CHUNK", 8)
@@ -112,7 +109,7 @@ def test_rounds_stop_where_the_step_budget_ends_unless_the_trial_needs_more(ray_
 
     monkeypatch.setattr(trial, "plan_chunks", recording_plan)
     train, _ = plan_split([str(anatomical)])
-    rounds = trial._rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4, first=1, end=6)
+    rounds = trial.rounds(train, seed=5, spec=SPEC, tasks=1, batch_size=4, first=1, end=6)
     want = chunk_batches(real_plan(train, 7 * 8, seed=5, patches_per_chunk=8, first=1), SPEC, batch_size=4)
     for _ in range(10):  # chunks 1-5, two batches each: the plan up to its end
         (lr, _), (want_lr, _) = next(rounds), next(want)
