@@ -187,6 +187,18 @@ def split_problem(shape: tuple[int, int, int], part: Part, spec: PatchSpec) -> s
             "give a larger volume, or several volumes (whole volumes are then held out)")
 
 
+def held_out_pairs(
+    paths: list[str], acquisition: Acquisition, norm: IntensityNorm, volumes: dict[str, Volume] | None = None,
+) -> list[VolumePair]:
+    """The held-out pairs of the usable volumes `paths`, split as every command splits them (plan_split)
+    and carrying the acquisition's fixed validation noise: what train, the search, promote, evaluate
+    and the benchmark all score on. `volumes`: those already read, by path."""
+    _, validation = plan_split(paths)
+    read = (volumes or {}).get
+    return [make_pair(read(item.path) or read_volume(item.path), item.part, acquisition, norm, validation=True)
+            for item in validation]
+
+
 def load_pairs(
     paths: list[str],
     spec: PatchSpec,
@@ -206,14 +218,14 @@ def load_pairs(
         log(f"skipped {len(paths) - len(volumes)} of {len(paths)} volumes")
     if not volumes:
         raise VolumeError(", ".join(paths[:3]) + ("..." if len(paths) > 3 else ""), "no usable volume")
-    train, validation = plan_split(list(volumes))
+    train, _ = plan_split(list(volumes))
     for item in train:
         if problem := split_problem(volumes[item.path].data.shape, item.part, spec):
             raise VolumeError(item.path, problem)
     norm = IntensityNorm(spec.intensity_percentile)
     return (
         [make_pair(volumes[item.path], item.part, spec.acquisition, norm) for item in train],
-        [make_pair(volumes[item.path], item.part, spec.acquisition, norm, validation=True) for item in validation],
+        held_out_pairs(list(volumes), spec.acquisition, norm, volumes),
     )
 
 

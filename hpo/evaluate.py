@@ -35,7 +35,7 @@ from hpo.config import Config
 from hpo.preview import save_preview
 from hpo.runtime import inference_dtype, pick_device, set_threads
 from hpo.superresolve import load_model
-from hpo.validation import ValidationCase, held_out_cases, make_cases, score
+from hpo.validation import ValidationCase, figure_rows, held_out_cases, make_cases, score
 from models.checkpoint import unwrap
 from models.conditioning import model_input
 from models.grid import factors_text
@@ -127,9 +127,7 @@ def evaluate_case(generator, meta: dict, case: ValidationCase, acquisition: Acqu
             autocast_dtype=inference_dtype(device),
         )[0, 0].numpy()
     rows["generator"] = {**scores_of(sr, case), "seconds": time.perf_counter() - start}
-    cubic = interpolated["cubic"]
-    lr_region = case.lr[tuple(slice(c.start // f, c.stop // f) for c, f in zip(case.crop, s))]
-    return rows, (lr_region / case.hr_max, cubic[case.crop] / case.hr_max, sr[case.crop] / case.hr_max, case.hr)
+    return rows, figure_rows(case, sr[case.crop], interpolated["cubic"][case.crop], s)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from data_pipeline.acquisition import Acquisition
-from data_pipeline.dataset import VolumePair, make_pair, plan_split, resolve_inputs
+from data_pipeline.dataset import VolumePair, held_out_pairs, resolve_inputs
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.interpolate import ORDERS, interpolate
 from data_pipeline.nifti import VolumeError, read_volume
@@ -71,10 +71,7 @@ def held_out_cases(
             continue
     if not usable:
         raise VolumeError(", ".join(data or ["the embedded template"]), "no usable volume")
-    _, val_items = plan_split(usable)
-    norm = IntensityNorm(percentile)
-    pairs = [make_pair(read_volume(item.path), item.part, acquisition, norm, validation=True) for item in val_items]
-    return make_cases(pairs, acquisition.scale_factor)
+    return make_cases(held_out_pairs(usable, acquisition, IntensityNorm(percentile)), acquisition.scale_factor)
 
 
 def make_block_cases(
@@ -230,3 +227,10 @@ def baselines(
             errors.append(_errors(sr, case))
         out[method] = {**_pooled(cases, errors, ""), "seconds": seconds}
     return out
+
+
+def figure_rows(case: ValidationCase, sr: np.ndarray, cubic: np.ndarray, scale_factor: int | Factors) -> tuple:
+    """(LR, cubic, SR, HR) of a case's region, each in [0, 1] of its HR, for `hpo.preview.save_preview`;
+    `sr` and `cubic` are the region's super-resolution in model units."""
+    lr_region = case.lr[tuple(slice(c.start // f, c.stop // f) for c, f in zip(case.crop, as_factors(scale_factor)))]
+    return lr_region / case.hr_max, cubic / case.hr_max, sr / case.hr_max, case.hr
