@@ -37,10 +37,10 @@ ports=(--object-manager-port=8076 --node-manager-port=8077 --metrics-export-port
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 
 # Trials at the priority of everything else on the node, not Ray's default nice 15: their torch
-# threads waited on each other whenever one lost its core (hpo/search.py, NODE_ENV).
+# threads waited on each other whenever one lost its core (hpo/ray_runtime.py, NODE_ENV).
 export RAY_worker_niceness=0
 # Idle data workers kept for a minute, not ended after 1 s: each keeps its volumes read and
-# degraded for a trial's next round of patches (hpo/search.py, NODE_ENV).
+# degraded for a trial's next round of patches (hpo/ray_runtime.py, NODE_ENV).
 export RAY_idle_worker_killing_time_threshold_ms=60000
 
 mlflow_pidfile=~/.mri-sr-mlflow.pid

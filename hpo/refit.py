@@ -32,6 +32,7 @@ from ray import tune
 
 from data_pipeline.dataset import PATCHES_PER_CHUNK, SplitItem, chunk_batches, plan_chunks
 from hpo.config import Config
+from hpo.progress import ConsoleProgress
 from hpo.search_space import TRIAL_INDEX
 from hpo.tracking import HELDOUT_PREFIX, REFIT_KEY, MlflowTracker, TrialView, remove_lost_trials
 from hpo.trial import DIVERGED, TrialSetup, checkpoint_path, run_trial
@@ -47,6 +48,7 @@ PACE_WARMUP_STEPS = 10
 PACE_SECONDS = 20.0
 PACE_WINDOWS = 5
 REFIT_TIME_CAP = 2.0
+REFIT_PROGRESS_S = 60.0  # a refit trains for minutes: a line on the console this often
 REFIT_STEPS_PARAM = "refit.steps"  # on the search's parent run: the refit's step budget, timed once
 
 
@@ -151,6 +153,7 @@ class RefitResult:
     run_id: str  # its MLflow child run
     steps: int
     scores: dict[str, float]  # on the whole held-out regions: val/psnr, val/ssim, ...
+    checkpoint: str  # its last checkpoint, in the search's storage
 
 
 class Interrupted(Exception):
@@ -173,7 +176,8 @@ def make_tuner(setup: TrialSetup, refits: dict[str, dict[str, Any]], tracker: Ml
         param_space={REFIT_KEY: tune.grid_search(list(refits))},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=[tracker],
+            name=name, storage_path=storage, verbose=0,
+            callbacks=[tracker, ConsoleProgress("refit", len(refits), every_s=REFIT_PROGRESS_S)],
             failure_config=tune.FailureConfig(max_failures=setup.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
@@ -204,7 +208,7 @@ def refit(
         now = int(time.time() * 1000)
         step = int(result.metrics.get("step", 0))
         client.log_batch(run_id, metrics=[Metric(f"{HELDOUT_PREFIX}{k}", v, now, step) for k, v in scores.items()])
-        done.append(RefitResult(candidate, run_id, step, scores))
+        done.append(RefitResult(candidate, run_id, step, scores, checkpoint))
     return sorted(done, key=lambda r: r.scores[METRIC], reverse=True)
 
 

@@ -10,10 +10,8 @@ names. `--resume` continues an interrupted search.
 import argparse
 import functools
 import json
-import math
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pandas as pd
 import ray
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
@@ -29,57 +26,32 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from data_pipeline.dataset import SplitItem, make_pair, plan_split, resolve_inputs, split_problem
-from data_pipeline.intensity import IntensityNorm
-from data_pipeline.nifti import VolumeError, is_uri, read_volume, typical_voxel_mm
-from data_pipeline.ray_data import check_volumes
+from data_pipeline.dataset import resolve_inputs
+from data_pipeline.nifti import VolumeError, is_uri, typical_voxel_mm
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.like import like_overrides
+from hpo.progress import ConsoleProgress
+from hpo.ray_runtime import cluster_nodes, start_ray
 from hpo.refit import (
-    CHAMPION, DEFAULTS, REFIT_TIME_CAP, Interrupted, candidates, check_finished, plain_run_steps, refit, refit_config,
+    REFIT_TIME_CAP, Interrupted, RefitResult, candidates, check_finished, plain_run_steps, refit, refit_config,
     refit_setup,
 )
-from hpo.resources import ResourceError, nodes_to_plan_for, plan_refit, plan_resources, share_for_refits
+from hpo.resources import ResourceError, plan_refit, plan_resources, share_for_refits
 from hpo.runtime import PROJECT_ROOT
+from hpo.search_data import Checks, HeldOut, SearchError, load_volumes
 from hpo.search_space import numbered_space, searched_keys
+from hpo.report import StudyPlace
+from hpo.summary import Best, print_links, print_refits, search_report, summarise
 from hpo.tracking import (
-    DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, SETTINGS_ARTIFACT, MlflowTracker, TrialView, changed_settings,
-    ensure_experiment, find_or_create_parent, find_parent, recorded_settings,
-    local_copy, remove_lost_trials, runs_page, storage_filesystem, tracking_uri,
+    DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, OPTUNA_TAG, SETTINGS_ARTIFACT, MlflowTracker, changed_settings,
+    ensure_experiment, find_or_create_parent, find_parent, recorded_settings, remove_lost_trials, tracking_uri,
 )
-from hpo.trial import DIVERGED, TRIAL_INDEX, TrialSetup, checkpoint_path, run_trial
-from hpo.validation import METRIC, MODE, ValidationCase, Validator, baselines, make_block_cases, make_cases
-from models.checkpoint import load_generator
-from models.grid import Factors
+from hpo.trial import TrialSetup, run_trial
+from hpo.validation import METRIC, MODE
 
 DEFAULT_STORAGE = PROJECT_ROOT / "runs" / "ray"
 # ASHA decides after 1, 4, 16, ... evaluations: of every four trials at a decision, one goes on.
 ASHA_REDUCTION = 4
-RAY_ENV = {
-    # Each ray.train.report waits for the Train controller's next poll (default 2 s).
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
-    # After a killed driver, its trials' placement groups are freed only after a while; a restarted
-    # trial that gave up on its workers after the default 60 s left its own request behind, holding
-    # the CPUs that its retry then waited for forever.
-    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "900",
-    # Tune hands a trial's process to the next trial (reuse_actors) only once the last trial's
-    # training thread has ended, and fails the next trial if that takes over this long (default
-    # 2 s). Closing a stopped trial's Ray Data stream took longer on 2 busy cores.
-    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
-}
-# Read by the raylet when a node starts (cluster/start-node.sh exports them too).
-NODE_ENV = {
-    # Ray starts its workers at nice 15, below its own services and the driver; a trial's torch
-    # threads then wait on each other whenever one of them loses its core to the driver's MLflow
-    # writes: a refit trained 720 steps in 90 s at nice 15 and 862 at nice 0 (2 AVX512-BF16 cores).
-    "RAY_worker_niceness": "0",
-    # Ray ends a task worker idle for 1 s once a node runs more workers than it has CPUs, which
-    # trial processes alone reach: every round of a trial's patch stream then started a new data
-    # worker that imported its modules and read and degraded the volume again (9 data workers,
-    # 27.5 CPU-s in a 16-trial search on 2 cores; kept for 60 s: 4 workers, 15.2 CPU-s). An idle
-    # data worker keeps its last few volumes (data_pipeline.dataset.sampler_for).
-    "RAY_idle_worker_killing_time_threshold_ms": "60000",
-}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -146,89 +118,9 @@ def base_config(args: argparse.Namespace) -> Config:
     return Config().override(fixed | parse_overrides(args.overrides))
 
 
-OBJECT_STORE_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                    "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION")
-
-
-def start_ray(dashboard: bool = True, **init_args) -> None:
-    """Joins the cluster that RAY_ADDRESS names, or starts a local one (`init_args`: ray.init's).
-
-    A local Ray needs its dashboard only where trials run Ray Train (several workers a trial):
-    Train V2 frees the workers of trials that ASHA stops by asking it (docs/ray.md).
-    One-worker trials never start Train, and the dashboard took 8 of the 25 CPU-seconds Ray's
-    services spent in a 16-trial search on 2 cores, each one a trial's (1 without it).
-    """
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    # An S3-compatible store other than AWS's (MinIO, Ceph, a test server) is named by its
-    # endpoint and keys where the search runs; trials and data tasks read the same objects.
-    env = dict(RAY_ENV) | {key: os.environ[key] for key in OBJECT_STORE_ENV if key in os.environ}
-    if not address:
-        # Train's preemption watcher (one more process per trial) only serves spot nodes that the
-        # cloud reclaims; one machine has none.
-        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
-        for key, value in NODE_ENV.items():
-            os.environ.setdefault(key, value)
-        init_args.setdefault("include_dashboard", dashboard)
-    ray.init(address=address, runtime_env={"env_vars": env}, **init_args)
-
-
-def cluster_nodes() -> list[dict[str, float]]:
-    """Each node's resources: the nodes alive, or the most an autoscaling cluster may start."""
-    alive = [node["Resources"] for node in ray.nodes() if node["Alive"]]
-    # Ray: the autoscaler's node types (private API; Ray Train asks it the same question). None on
-    # a fixed cluster. A type with no upper bound counts as 64 nodes.
-    config = ray._private.state.state.get_cluster_config()
-    groups = [(dict(g.resources), g.max_count if g.max_count >= 0 else 64) for g in config.node_group_configs] if config else []
-    return nodes_to_plan_for(alive, groups)
-
-
-class SearchError(Exception):
-    """A search that cannot start: one line for the user, exit code 2."""
-
-
 def error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    """The search's volumes, checked and split, and the held-out anatomy that scores its trials."""
-
-    train_items: list[SplitItem]
-    checks: "Checks"
-    volumes_usable: int
-    problems: list[str]  # one line per unusable volume
-
-
-def load_volumes(paths: list[str], config: Config) -> HeldOut:
-    """Check every volume, split them, prepare the held-out anatomy and cubic B-spline's scores on it.
-
-    Needs Ray only for volumes in object storage: for local files the search runs this while Ray
-    starts (ray.init keeps about one of two cores busy for its 5 s).
-    """
-    data = config.data
-    spec = config.patch_spec()
-    usable, problems = check_volumes(paths, spec.min_shape)
-    for problem in problems:  # every one named, also when none is usable
-        print(f"skipped {problem}", file=sys.stderr)
-    if not usable:
-        raise SearchError(f"no usable volume among {len(paths)} ({problems[0] if problems else 'none found'})")
-    train_items, val_items = plan_split(usable)
-    for item in train_items:
-        if item.part == "train" and (problem := split_problem(read_volume(item.path).data.shape, item.part, spec)):
-            raise SearchError(f"{item.path}: {problem}")
-    norm = IntensityNorm(data.intensity_percentile)
-    val_pairs = [make_pair(read_volume(i.path), i.part, spec.acquisition, norm, validation=True) for i in val_items]
-    # Trials are scored on blocks of the held-out regions (cheap enough to run for every trial);
-    # the winner is checked on the whole regions at the end.
-    blocks, whole = make_block_cases(val_pairs, data.scale_factor), make_cases(val_pairs, data.scale_factor)
-    grid = spec.acquisition.grid
-    cubic = [baselines(cases, data.scale_factor, grid, ("cubic",))["cubic"] for cases in (blocks, whole)]
-    checks = Checks(blocks, whole, data.scale_factor, grid, *cubic, spec.acquisition.describe())
-    return HeldOut(train_items, checks, len(usable), problems)
 
 
 @dataclass(frozen=True)
@@ -236,7 +128,7 @@ class Prepared:
     """Everything a search needs before its first trial."""
 
     setup: TrialSetup
-    checks: "Checks"
+    checks: Checks
     volumes_usable: int
     volumes_skipped: int
     max_concurrent: int
@@ -273,8 +165,33 @@ def open_experiment(uri: str, name: str) -> tuple[MlflowClient, str]:
     return client, ensure_experiment(client, uri, name)
 
 
+class ResumableOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch on a persistent Optuna store, resumable.
+
+    A resume restores the searcher as Tune last saved it, but the store already holds the end of
+    every trial that finished after that save; Tune then replays those trials' last results, and
+    Optuna refuses to update a finished trial. What the store holds is right: the replay is skipped.
+    """
+
+    def _finished_in_store(self, trial_id: str) -> bool:
+        ot_trial = self._ot_trials.get(trial_id)  # Ray: private
+        if ot_trial is None or trial_id in self._completed_trials:
+            return False
+        return self._ot_study._storage.get_trial(ot_trial._trial_id).state.is_finished()  # Optuna: private
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if not self._finished_in_store(trial_id):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if self._finished_in_store(trial_id):
+            self._completed_trials.add(trial_id)
+        else:
+            super().on_trial_complete(trial_id, result, error)
+
+
 def make_tuner(args: argparse.Namespace, config: Config, prepared: Prepared, tracker: MlflowTracker,
-               storage: str, name: str) -> tune.Tuner:
+               storage: str, name: str, study: StudyPlace) -> tune.Tuner:
     setup = prepared.setup
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), setup.tune_resources())
     if args.resume:
@@ -282,9 +199,12 @@ def make_tuner(args: argparse.Namespace, config: Config, prepared: Prepared, tra
     fixed = frozenset(parse_overrides(args.overrides))  # --set wins over the search space
     defaults = config.flat()
     first = {key: defaults[key] for key in searched_keys(fixed, args.search_augmentation)}  # the defaults first
-    searcher = OptunaSearch(
+    searcher = ResumableOptunaSearch(
         space=functools.partial(numbered_space, fixed=fixed, augment=args.search_augmentation), metric=METRIC, mode=MODE,
         sampler=optuna.samplers.TPESampler(seed=args.seed), points_to_evaluate=[first],
+        # The study is kept in its own store, for the report and optuna-dashboard (a resume restores
+        # the searcher, and with it this store and name, from Tune's state).
+        study_name=study.name, storage=optuna.storages.RDBStorage(study.url),
     )
     evaluations = max(1, config.train.max_steps // config.train.eval_every)
     return tune.Tuner(
@@ -299,7 +219,8 @@ def make_tuner(args: argparse.Namespace, config: Config, prepared: Prepared, tra
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage, callbacks=[tracker],
+            name=name, storage_path=storage, verbose=0,
+            callbacks=[tracker, ConsoleProgress("trial", args.trials, config.train.max_steps)],
             # One-worker trials restart from Tune's checkpoints, as Ray Train restarts its runs.
             failure_config=tune.FailureConfig(max_failures=setup.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -309,6 +230,7 @@ def make_tuner(args: argparse.Namespace, config: Config, prepared: Prepared, tra
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # each study it opens is in the summary
     name = args.name or args.experiment
     try:
         config = base_config(args)
@@ -363,13 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     # The parent run ends FINISHED, FAILED or KILLED, never left RUNNING by an error or Ctrl-C.
     status = "FAILED"
     tracker = MlflowTracker(uri, experiment_id, parent, storage, config.flat())
+    study = StudyPlace.for_search(uri, DEFAULT_STORAGE.parent, name, parent)
+    client.set_tag(parent, OPTUNA_TAG, f"{study.url} {study.name}")
     try:
         client.log_metric(parent, f"baseline/cubic/{METRIC}", checks.cubic_blocks["psnr"])
         print(f"acquisition: {config.data.acquisition().describe()}")
         print(f"validation: {len(checks.blocks)} blocks of held-out anatomy; cubic B-spline "
               f"{checks.cubic_blocks['psnr']:.2f} dB in brain")
         start = time.perf_counter()
-        results = make_tuner(args, config, prepared, tracker, storage, name).fit()
+        results = make_tuner(args, config, prepared, tracker, storage, name, study).fit()
         wall = time.perf_counter() - start
         tracker.close()  # every queued MLflow write done before the runs are read back
         # Tune answers Ctrl-C by saving its state and returning from fit() as if done: a search
@@ -384,9 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         best = summarise(results, client, parent, args, wall, checks, storage, tracker)
         if best is None:
             return 2
-        if refit_wanted(args):
-            run_refits(args, config, prepared, best, client, parent, uri, experiment_id, storage, name)
-        print_links(client, parent, args, uri, name, prepared.volumes_skipped)
+        done = run_refits(args, config, prepared, best, client, parent, uri, experiment_id, storage, name) \
+            if refit_wanted(args) else []
+        try:
+            report = search_report(client, parent, name, study.load(), checks, best, done, storage)
+        except Exception as err:  # noqa: BLE001 - the search is done; a report that fails must not undo it
+            report = f"not written ({type(err).__name__}: {err})".splitlines()[0]
+        print_links(client, parent, args, uri, name, prepared.volumes_skipped, report, study.url)
         status = "FINISHED"
         return 0
     except SearchError as err:
@@ -403,77 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         client.set_terminated(parent, status)
 
 
-@dataclass(frozen=True)
-class Checks:
-    """The held-out anatomy, twice: blocks that score every trial, whole regions for the winner."""
-
-    blocks: list[ValidationCase]
-    whole: list[ValidationCase]
-    scale_factor: int | Factors
-    grid: str
-    cubic_blocks: dict[str, float]  # cubic B-spline's metrics on each
-    cubic_whole: dict[str, float]
-    acquisition: str  # how their LR input was made, in words
-
-    def score(self, checkpoint: str, storage: str) -> dict[str, float]:
-        """The metrics of the generator in `checkpoint` (in the search's storage) on the whole held-out regions."""
-        with tempfile.TemporaryDirectory() as tmp:
-            generator, _ = load_generator(local_copy(checkpoint, storage_filesystem(storage), tmp))
-        return Validator(self.whole, self.scale_factor, self.grid)(generator)
-
-
-def summarise(
-    results, client: MlflowClient, parent: str, args, wall: float, checks: Checks, storage: str, tracker: MlflowTracker,
-):
-    """Print the best trials, score the best on the whole held-out regions, return it (None: no trial scored)."""
-    rows = [r for r in results if r.metrics]
-    diverged = sum(1 for r in rows if r.metrics.get(DIVERGED))
-    errored = sum(1 for r in results if r.error is not None)
-    scored = [r for r in rows if not r.metrics.get(DIVERGED) and math.isfinite(r.metrics.get(METRIC, math.nan))]
-    client.log_metric(parent, "search/wall_s", wall)
-    client.log_metric(parent, "search/trials", len(results))
-    client.log_metric(parent, "search/trials_failed", diverged + errored)
-    failed = f"; {diverged} diverged and {errored} failed (marked FAILED in MLflow)" if diverged or errored else ""
-    if not scored:
-        error(f"no trial reported {METRIC}{failed}; see the trial errors above")
-        return None
-    scored.sort(key=lambda r: r.metrics[METRIC], reverse=True)
-    best = scored[0]
-    client.log_metric(parent, f"best/{METRIC}", float(best.metrics[METRIC]))
-    searched = sorted(k for k in best.config if k != TRIAL_INDEX)
-    table = [{"trial_id": r.metrics["trial_id"], METRIC: r.metrics[METRIC], "val/ssim": r.metrics.get("val/ssim"),
-              "step": r.metrics.get("step"), **{k: r.config.get(k) for k in searched}} for r in scored[:5]]
-    print(f"\n{len(results)} trials in {wall / 60:.1f} min{failed}; best by {METRIC} (dB, brain, on the validation blocks):")
-    print(pd.DataFrame(table).to_string(index=False))
-
-    scores, cubic = checks.score(checkpoint_path(best.metrics, best.path), storage), checks.cubic_whole
-    now = int(time.time() * 1000)
-    client.log_batch(parent, metrics=[Metric(key, value, now, 0) for key, value in {
-        f"champion/whole/{METRIC}": scores[METRIC], "champion/whole/val/ssim": scores["val/ssim"],
-        f"baseline/cubic/whole/{METRIC}": cubic["psnr"]}.items()])
-    best_run = tracker.run_id(TrialView(best.metrics["trial_id"], dict(best.config), best.path))
-    client.log_batch(best_run, metrics=[Metric(f"{HELDOUT_PREFIX}{k}", v, now, int(best.metrics.get("step", 0)))
-                                        for k, v in scores.items()])
-    print(f"\nchampion {best.metrics['trial_id']} on the whole held-out regions ({checks.acquisition}): {scores[METRIC]:.2f} dB in brain, "
-          f"SSIM {scores['val/ssim']:.3f}; cubic B-spline {cubic['psnr']:.2f} dB ({scores[METRIC] - cubic['psnr']:+.2f} dB)")
-    return Best(best, scores, cubic)
-
-
-@dataclass(frozen=True)
-class Best:
-    """The search's best trial (a Tune result) and its scores on the whole held-out regions."""
-
-    result: Any
-    scores: dict[str, float]
-    cubic: dict[str, float]
-
-
 def refit_wanted(args: argparse.Namespace) -> bool:
     return args.refit_minutes > 0 and args.refit_steps != 0
 
 
 def run_refits(args, config: Config, prepared: Prepared, best: Best, client: MlflowClient, parent: str, uri: str,
-               experiment_id: str, storage: str, name: str) -> None:
+               experiment_id: str, storage: str, name: str) -> list[RefitResult]:
     """Train the champion's configuration (and the defaults) with a full budget; print and log how they score."""
     refits = candidates(best.result.config, config.flat(), control=not args.no_control)
     nodes = cluster_nodes()
@@ -503,39 +366,8 @@ def run_refits(args, config: Config, prepared: Prepared, best: Best, client: Mlf
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(f"refit/{r.name}/{HELDOUT_PREFIX}{METRIC}", r.scores[METRIC], now, 0)
                                       for r in done])
-    print("\non the whole held-out regions (PSNR in brain; the same regions for every row):")
-    # The control is what a plain `hpo/train.py` run trains: the defaults, with the same budget.
-    labels = {CHAMPION: "refit: the champion's configuration", DEFAULTS: "refit: the defaults, as hpo/train.py"}
-    rows = [(labels[r.name], r.steps, r.scores[METRIC], r.scores["val/ssim"]) for r in done]
-    rows.append((f"best trial {best.result.metrics['trial_id']}", int(best.result.metrics.get("step", 0)),
-                 best.scores[METRIC], best.scores["val/ssim"]))
-    print(f"  {'':<37} {'steps':>7} {'PSNR':>9} {'SSIM':>6}")
-    for label, step, psnr, ssim in rows:
-        print(f"  {label:<37} {step:>7} {psnr:>6.2f} dB {ssim:>6.3f}")
-    print(f"  {'cubic B-spline':<37} {'':>7} {best.cubic['psnr']:>6.2f} dB {best.cubic['ssim']:>6.3f}")
-    if not done:
-        print("no refit run finished; promotion offers the best trial")
-        return
-    if len(done) > 1:
-        margin = f"{done[0].scores[METRIC] - done[1].scores[METRIC]:+.2f} dB"
-        print({CHAMPION: f"the search's configuration beats the defaults by {margin} at the same budget",
-               DEFAULTS: f"the defaults beat the search's configuration by {margin}: the search found nothing "
-                         "better for this budget"}[done[0].name])
-    print(f"promotion offers refit-{done[0].name} (run {done[0].run_id})")
-
-
-def print_links(client: MlflowClient, parent: str, args, uri: str, name: str, skipped: int) -> None:
-    if skipped:
-        print(f"\nskipped {skipped} unusable volume(s) (listed above)")
-    print(f"\nMLflow: {uri}, experiment {args.experiment!r}, parent run {parent}")
-    experiment_id = client.get_run(parent).info.experiment_id
-    if uri.startswith("http"):
-        print(f"  browse:  {runs_page(uri, experiment_id)}")
-    else:
-        print(f"  browse:  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then "
-              f"{runs_page('http://127.0.0.1:5000', experiment_id)}")
-    print(f"  promote: python hpo/promote.py --experiment {args.experiment} --search {name}"
-          + (f" --tracking-uri {args.tracking_uri}" if args.tracking_uri else ""))
+    print_refits(done, best)
+    return done
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""MLflow: where it lives, one parent run per search, one child run per trial, the generator as a model.
+"""MLflow: where it lives, one parent run per search, one child run per trial (the generator's
+flavour is hpo/model_flavour.py).
 
 All MLflow writes of a search happen in the search's own process, in a Ray Tune callback: workers
 never open the store, so a SQLite file is safe and a resumed trial finds its run again.
@@ -21,26 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 from mlflow.entities import Metric, Param, RunStatus
-from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import Schema, TensorSpec
 from ray import tune
 
 from data_pipeline.nifti import is_uri
+from hpo.model_flavour import log_generator
 from hpo.preview import PREVIEW_FILE
 from hpo.runtime import PROJECT_ROOT
 from hpo.trial import DIVERGED, checkpoint_path
 
 DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"  # absolute: four slashes
 DEFAULT_EXPERIMENT = "mri-sr-search"
-GENERATOR_ARTIFACT = "generator"
 PARENT_TAG = "mlflow.parentRunId"
 SEARCH_TAG = "mri_sr.search"  # on the parent run: the search's name
+OPTUNA_TAG = "mri_sr.optuna_study"  # on the parent run: "<Optuna storage URL> <study name>"
 # MLflow draws a progress bar (and starts a monitor thread) for every model it logs or downloads:
 # one per trial in a search, and several per promotion or download, none of them worth reading.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# A new SQLite store announces its tables as it makes them; its path is in the search's summary.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 DATA_PARAM = "data"  # on the parent run: the search's --data as a JSON list ([]: the embedded template)
 # On the parent run: what defines the search (its --data, base config, searched extras), which a
 # resume must match and promotion rebuilds the held-out data from. An artifact, not parameters:
@@ -52,8 +53,6 @@ DIVERGED_TAG = "mri_sr.diverged"  # on a child run whose loss became non-finite:
 REFIT_TAG = "mri_sr.refit"  # on a refit's child run: which configuration it trained ("champion" or "defaults")
 REFIT_KEY = "refit"  # in a refit trial's Tune config: the same name
 HELDOUT_PREFIX = "heldout/"  # metrics on the whole held-out regions, logged after the search: heldout/val/psnr
-# What loading the logged generator needs; pinned as in requirements.txt.
-MODEL_REQUIREMENTS = ["torch==2.13.0", "numpy==2.3.5", "monai==1.6.1", "nibabel==5.4.2", "scipy==1.17.1"]
 
 
 def tracking_uri(override: str | None = None) -> str:
@@ -131,47 +130,6 @@ def remove_lost_trials(
         client.set_terminated(run.info.run_id, "KILLED")
         client.delete_run(run.info.run_id)
     return len(lost)
-
-
-class GeneratorModel(mlflow.pyfunc.PythonModel):
-    """The generator as an MLflow model: its artifact is the checkpoint folder `superresolve` reads.
-
-    predict takes LR volumes (N, 1, X, Y, Z) in the scan's units and returns the SR volumes.
-    """
-
-    def load_context(self, context) -> None:
-        from models.checkpoint import load_generator
-
-        self.generator, self.meta = load_generator(context.artifacts["checkpoint"])
-
-    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        import nibabel as nib
-
-        from data_pipeline.nifti import Volume
-        from hpo.superresolve import superresolve_volume
-
-        # The CLI's own path (noise estimate, precision, clamp), on a volume with a unit affine.
-        out = []
-        for i, volume in enumerate(np.asarray(model_input, dtype=np.float32)):
-            scan = Volume(volume[0], np.eye(4), nib.Nifti1Header(), f"input {i}")
-            out.append(superresolve_volume(self.generator, self.meta, scan)[0][None])
-        return np.stack(out)
-
-
-def log_generator(checkpoint_dir: Path) -> str:
-    """Log a checkpoint as an MLflow model inside the active run; returns the model's URI."""
-    volume = TensorSpec(np.dtype(np.float32), (-1, 1, -1, -1, -1))  # any size: fully convolutional
-    # MLflow warns, once a model, that a pickled python_model can run code when loaded: true of
-    # every pickle, and nothing a user of the search can act on.
-    logging.getLogger("mlflow.pyfunc").setLevel(logging.ERROR)
-    info = mlflow.pyfunc.log_model(
-        name=GENERATOR_ARTIFACT,
-        python_model=GeneratorModel(),
-        artifacts={"checkpoint": str(checkpoint_dir)},
-        signature=ModelSignature(inputs=Schema([volume]), outputs=Schema([volume])),
-        pip_requirements=MODEL_REQUIREMENTS,
-    )
-    return info.model_uri
 
 
 def storage_filesystem(storage_path: str):

@@ -41,7 +41,7 @@ def ray_cluster():
     """One local Ray for the whole test session: 2 CPUs, as on this machine and in CI."""
     import ray
 
-    from hpo.search import start_ray
+    from hpo.ray_runtime import start_ray
 
     os.environ.pop("RAY_ADDRESS", None)  # a local Ray, started the way a search starts one
     start_ray(num_cpus=2, object_store_memory=300 * 2**20)

@@ -4,7 +4,6 @@ import copy
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import ray
@@ -12,7 +11,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from hpo.runtime import PROJECT_ROOT
-from hpo.search import NODE_ENV
+from hpo.ray_runtime import NODE_ENV
 
 CLUSTER = PROJECT_ROOT / "cluster"
 LAUNCHER_FILES = ["aws.yaml", "onprem.yaml"]

@@ -15,7 +15,7 @@ from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
 from hpo.runtime import PROJECT_ROOT
-from hpo.search import RAY_ENV
+from hpo.ray_runtime import RAY_ENV
 from hpo.tracking import PARENT_TAG, SEARCH_TAG
 from tests.conftest import ANATOMICAL
 

@@ -1,4 +1,4 @@
-"""The workflow a user runs, end to end on real data: search -> refit -> evaluate -> promote.
+"""The workflow a user runs, end to end on real data: search -> refit -> report -> evaluate -> promote.
 
 Three small searches (`--fast`, real Ray, MLflow store and registry, nibabel's real anatomical.nii)
 feed one registry: a poor first generator (no global skip: an 8-step network far below cubic) is
@@ -8,13 +8,17 @@ promoted because there is no champion; a better one takes the alias; a poor one 
 import contextlib
 import io
 import json
+import re
+from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
 from hpo import evaluate, promote, search
 from hpo.refit import CHAMPION, DEFAULTS
-from hpo.tracking import HELDOUT_PREFIX, MODEL_URI_TAG, PARENT_TAG, REFIT_TAG, SEARCH_TAG
+from hpo.report import REPORT_FILE, REPORT_FOLDER
+from hpo.tracking import HELDOUT_PREFIX, MODEL_URI_TAG, OPTUNA_TAG, PARENT_TAG, REFIT_TAG, SEARCH_TAG
 from hpo.validation import METRIC
 from tests.conftest import ANATOMICAL
 
@@ -62,6 +66,20 @@ def test_search_refit_evaluate_promote(ray_cluster, tmp_path, capsys):
     assert layout in out
     best = max(refits, key=lambda r: r.data.metrics[f"{HELDOUT_PREFIX}{METRIC}"])
     assert f"promotion offers refit-{best.data.tags[REFIT_TAG]} (run {best.info.run_id})" in out
+
+    # --- the search's report on its parent run, and its Optuna study where optuna-dashboard opens it ---
+    page = Path(client.download_artifacts(parent.info.run_id, f"{REPORT_FOLDER}/{REPORT_FILE}", str(tmp_path)))
+    assert f"report:  {parent.info.artifact_uri}/{REPORT_FOLDER}/{REPORT_FILE}" in out
+    sections = {h: body for h, body in re.findall(r"<h2>(.*?)</h2>(.*?)</section>", page.read_text())}
+    for heading in ("Optimisation history", "Hyperparameter importances (fANOVA)", "Parallel coordinates",
+                    "The candidate promotion offers, against cubic B-spline"):
+        assert '<img src="data:image/png;base64,' in sections[heading], (heading, sections[heading][:200])
+    assert "refit: the champion&#x27;s configuration" in sections[
+        "Refits, best trial and cubic B-spline on the whole held-out regions"]
+    storage, study_name = parent.data.tags[OPTUNA_TAG].split()
+    assert f"optuna-dashboard {storage}" in out
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert len(study.trials) == 2 and {"optim.lr_g", "model.upsampler"} <= study.trials[1].params.keys()
 
     # --- evaluate the refit generator on HR scans: scored against interpolation ---
     report = tmp_path / "eval.json"

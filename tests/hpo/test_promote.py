@@ -7,7 +7,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from hpo import promote, train
-from hpo.tracking import DATA_PARAM, MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, ensure_experiment, log_generator
+from hpo.model_flavour import log_generator
+from hpo.tracking import DATA_PARAM, MODEL_URI_TAG, PARENT_TAG, SEARCH_TAG, ensure_experiment
 from models.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import ANATOMICAL
 

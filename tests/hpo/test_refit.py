@@ -53,8 +53,7 @@ def test_the_pace_drops_a_spell_when_the_cores_were_taken():
     steady = [0.1] * 200  # 10 steps/s
     slowed = steady[:80] + [0.4] * 40 + steady[120:]  # a fifth of the steps at a quarter of the pace
     stamps = [sum(slowed[:k]) for k in range(len(slowed) + 1)]
-    assert abs(pace_of(stamps) - 10.0) < 1e-6
-    assert len(stamps) / stamps[-1] < 7  # the mean of the whole: the budget a third short
+    assert abs(pace_of(stamps) - 10.0) < 1e-6  # the mean over the whole span: 200 steps in 32 s, 6.25/s
     # What slows every step is kept: that holds a plain run up too.
     assert abs(pace_of([0.125 * k for k in range(201)]) - 8.0) < 1e-6
 

@@ -164,14 +164,14 @@ def test_mlflow_server_shows_what_a_user_browses(finished_search):
 
 
 def test_trials_run_at_the_priority_of_the_search(ray_cluster):
-    # At Ray's default nice 15 a refit lost a sixth of its steps (hpo/search.py, NODE_ENV).
+    # At Ray's default nice 15 a refit lost a sixth of its steps (hpo/ray_runtime.py, NODE_ENV).
     assert ray_cluster.get(ray_cluster.remote(lambda: os.nice(0)).remote()) == os.nice(0)
 
 
 def test_idle_data_workers_outlive_a_pause_between_rounds(ray_cluster, tmp_path):
     # More task workers than CPUs, as several trials' data tasks and Ray's prestarted workers make
     # them: Ray's default ended those idle for 1 s, and a trial's next round of patches started a
-    # new worker that read and degraded its volume again (hpo/search.py, NODE_ENV).
+    # new worker that read and degraded its volume again (hpo/ray_runtime.py, NODE_ENV).
     @ray_cluster.remote(num_cpus=0)
     def cut(count: int) -> int:
         (tmp_path / str(os.getpid())).touch()
