@@ -5,6 +5,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 
+# Brain, where scores are taken: HR voxels above this fraction of the HR's maximum (the HR is
+# normalised to [0, 1], so 0.2 of it). Without a mask it is the brain mask of every score.
+BRAIN_THRESHOLD = 0.2
+
+
 def foreground(volume: np.ndarray, fraction: float = 0.1) -> np.ndarray:
     """Voxels brighter than `fraction` of the volume's high percentile: brain, not background."""
     return volume > fraction * np.percentile(volume, 99.5)

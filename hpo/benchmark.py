@@ -36,6 +36,7 @@ from pathlib import Path
 
 from hpo.bench.compare import compare_searches
 from hpo.bench.device import device_check
+from hpo.bench.figures import markdown
 from hpo.bench.meters import cpu_name
 from hpo.bench.patches import patch_rates
 from hpo.config import Config
@@ -56,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["search", "patches", "device"], help="run one part (default: search and patches)")
     parser.add_argument("--fast", action="store_true", help="a small model, 2 trials of 4 steps: the whole path in minutes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--markdown", type=Path, nargs="+", metavar="JSON",
+                        help="print earlier runs' --json files as docs/benchmarks.md's tables, and measure nothing")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print("\n".join(markdown(json.loads(path.read_text())) for path in args.markdown), end="")
+        return 0
     fixed = dict(FAST) if args.fast else {}
     if args.fast:
         args.trials, args.steps, args.eval_every, args.patches = 2, 4, 2, 1024

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 def log_to_mlflow(args: argparse.Namespace, means: dict[str, dict[str, float]], skipped: int) -> None:
     from mlflow.tracking import MlflowClient
 
-    from hpo.tracking import tracking_uri
+    from hpo.runtime import tracking_uri
 
     client = MlflowClient(tracking_uri(args.tracking_uri))
     for method, row in means.items():

@@ -18,6 +18,7 @@ from torch import nn
 
 from data_pipeline.degrade import get_degradation
 from hpo.config import Config
+from hpo.names import ELAPSED, LR_G, PATCHES_PER_S
 from hpo.runtime import cpu_has_bf16
 from models.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from models.discriminator import Discriminator3D
@@ -238,9 +239,9 @@ def train(
                 metrics["resumed_from_step"] = resumed_from_step  # seen in MLflow: this run restarted
             metrics |= {
                 "step": step,
-                "train/lr_g": cfg.optim.lr_g * scale,
-                "train/patches_per_s": patches / (now - window_start),
-                "time/elapsed_s": now - start,
+                LR_G: cfg.optim.lr_g * scale,
+                PATCHES_PER_S: patches / (now - window_start),
+                ELAPSED: now - start,
             }
             if runtime.is_main and evaluate is not None:
                 metrics |= evaluate(unwrap(generator))
@@ -250,7 +251,7 @@ def train(
     if not metrics:
         # Resumed from a checkpoint taken after the last step (the process died before anyone
         # heard the end): report the final state once more, so every run ends with a report.
-        metrics = {"step": step, "time/elapsed_s": elapsed_before, "resumed_from_step": step}
+        metrics = {"step": step, ELAPSED: elapsed_before, "resumed_from_step": step}
         if runtime.is_main and evaluate is not None:
             metrics |= evaluate(unwrap(generator))
         checkpoint_and_report(metrics, elapsed_before)

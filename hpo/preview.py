@@ -10,6 +10,8 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
+from data_pipeline.intensity import BRAIN_THRESHOLD
+
 PREVIEW_FILE = "preview.png"  # inside each checkpoint folder; the MLflow tracker logs it
 ROWS = ("LR", "SR", "HR", "|SR-HR| x4")
 PLANES = ("axial", "coronal", "sagittal")
@@ -34,7 +36,7 @@ def save_preview(path: str | Path, lr: np.ndarray, sr: np.ndarray, hr: np.ndarra
     """Rows LR (nearest-neighbour to the HR grid), [cubic,] SR, HR, |SR - HR| x 4; HR normalised to [0, 1]."""
     a, b, c = (max(1, round(h / n)) for h, n in zip(hr.shape, lr.shape))
     lr_big = lr.repeat(a, 0).repeat(b, 1).repeat(c, 2)[: hr.shape[0], : hr.shape[1], : hr.shape[2]]
-    weights = np.argwhere(hr > 0.2 * hr.max())
+    weights = np.argwhere(hr > BRAIN_THRESHOLD * hr.max())
     centre = tuple(int(c) for c in (weights.mean(0) if len(weights) else np.array(hr.shape) // 2))
     rows = dict(zip(ROWS, (lr_big, sr, hr, np.abs(sr - hr) * 4)))
     if cubic is not None:

@@ -21,9 +21,9 @@ from data_pipeline.acquisition import Acquisition
 from data_pipeline.nifti import VolumeError
 from hpo.config import Config
 from hpo.superresolve import load_model
+from hpo.runtime import tracking_uri
 from hpo.tracking import (
     DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, MODEL_URI_TAG, PARENT_TAG, REFIT_TAG, SEARCH_TAG, recorded_settings,
-    tracking_uri,
 )
 from hpo.validation import METRIC, Validator, held_out_cases
 

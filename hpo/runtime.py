@@ -6,6 +6,20 @@ from pathlib import Path
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RUNS = PROJECT_ROOT / "runs"  # what the commands write where nothing else is named
+DEFAULT_STORAGE = RUNS / "ray"  # Ray Tune's experiments and the trials' checkpoints
+DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"  # absolute: four slashes
+
+
+def storage_path() -> str:
+    """Where a search keeps Tune's state and checkpoints: $MRI_SR_STORAGE (the cluster files set
+    it to shared or object storage), else DEFAULT_STORAGE."""
+    return os.environ.get("MRI_SR_STORAGE", str(DEFAULT_STORAGE))
+
+
+def tracking_uri(override: str | None = None) -> str:
+    """The MLflow store: `override`, else $MLFLOW_TRACKING_URI, else DEFAULT_TRACKING_URI."""
+    return override or os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -10,7 +10,6 @@ names. `--resume` continues an interrupted search.
 import argparse
 import functools
 import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,19 +36,18 @@ from hpo.refit import (
     refit_setup,
 )
 from hpo.resources import ResourceError, plan_refit, plan_resources, share_for_refits
-from hpo.runtime import PROJECT_ROOT
+from hpo.runtime import DEFAULT_STORAGE, RUNS, storage_path, tracking_uri
 from hpo.search_data import Checks, HeldOut, SearchError, load_volumes
 from hpo.search_space import numbered_space, searched_keys
 from hpo.report import StudyPlace
 from hpo.summary import Best, print_links, print_refits, search_report, summarise
 from hpo.tracking import (
     DATA_PARAM, DEFAULT_EXPERIMENT, HELDOUT_PREFIX, OPTUNA_TAG, SETTINGS_ARTIFACT, MlflowTracker, changed_settings,
-    ensure_experiment, find_or_create_parent, find_parent, recorded_settings, remove_lost_trials, tracking_uri,
+    ensure_experiment, find_or_create_parent, find_parent, recorded_settings, remove_lost_trials,
 )
 from hpo.trial import TrialSetup, run_trial
 from hpo.validation import METRIC, MODE
 
-DEFAULT_STORAGE = PROJECT_ROOT / "runs" / "ray"
 # ASHA decides after 1, 4, 16, ... evaluations: of every four trials at a decision, one goes on.
 ASHA_REDUCTION = 4
 
@@ -64,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
     p.add_argument("--name", help="this search's name: Tune run and MLflow parent run (default: the experiment)")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI or {tracking_uri()})")
-    p.add_argument("--storage", default=os.environ.get("MRI_SR_STORAGE", str(DEFAULT_STORAGE)),
+    p.add_argument("--storage", default=storage_path(),
                    help="Ray results and checkpoints; on a cluster a path every node shares, or s3://... "
                         f"(default: $MRI_SR_STORAGE, which the cluster files set, or {DEFAULT_STORAGE})")
     p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers in each trial")
@@ -285,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     # The parent run ends FINISHED, FAILED or KILLED, never left RUNNING by an error or Ctrl-C.
     status = "FAILED"
     tracker = MlflowTracker(uri, experiment_id, parent, storage, config.flat())
-    study = StudyPlace.for_search(uri, DEFAULT_STORAGE.parent, name, parent)
+    study = StudyPlace.for_search(uri, RUNS, name, parent)
     client.set_tag(parent, OPTUNA_TAG, f"{study.url} {study.name}")
     try:
         client.log_metric(parent, f"baseline/cubic/{METRIC}", checks.cubic_blocks["psnr"])

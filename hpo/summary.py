@@ -12,7 +12,9 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from hpo.names import SSIM
 from hpo.progress import logs_folder
+
 from hpo.refit import CHAMPION, DEFAULTS, RefitResult
 from hpo.report import Row, log_report
 from hpo.search_data import Checks
@@ -40,7 +42,7 @@ def summarise(
     best = scored[0]
     client.log_metric(parent, f"best/{METRIC}", float(best.metrics[METRIC]))
     searched = sorted(k for k in best.config if k != TRIAL_INDEX)
-    table = [{"trial_id": r.metrics["trial_id"], METRIC: r.metrics[METRIC], "val/ssim": r.metrics.get("val/ssim"),
+    table = [{"trial_id": r.metrics["trial_id"], METRIC: r.metrics[METRIC], SSIM: r.metrics.get(SSIM),
               "step": r.metrics.get("step"), **{k: r.config.get(k) for k in searched}} for r in scored[:5]]
     print(f"\n{len(results)} trials in {wall / 60:.1f} min{failed}; best by {METRIC} (dB, brain, on the validation blocks):")
     print(pd.DataFrame(table).to_string(index=False))
@@ -48,13 +50,13 @@ def summarise(
     scores, cubic = checks.score(checkpoint_path(best.metrics, best.path), storage), checks.cubic_whole
     now = int(time.time() * 1000)
     client.log_batch(parent, metrics=[Metric(key, value, now, 0) for key, value in {
-        f"champion/whole/{METRIC}": scores[METRIC], "champion/whole/val/ssim": scores["val/ssim"],
+        f"champion/whole/{METRIC}": scores[METRIC], f"champion/whole/{SSIM}": scores[SSIM],
         f"baseline/cubic/whole/{METRIC}": cubic["psnr"]}.items()])
     best_run = tracker.run_id(TrialView(best.metrics["trial_id"], dict(best.config), best.path))
     client.log_batch(best_run, metrics=[Metric(f"{HELDOUT_PREFIX}{k}", v, now, int(best.metrics.get("step", 0)))
                                         for k, v in scores.items()])
     print(f"\nchampion {best.metrics['trial_id']} on the whole held-out regions ({checks.acquisition}): {scores[METRIC]:.2f} dB in brain, "
-          f"SSIM {scores['val/ssim']:.3f}; cubic B-spline {cubic['psnr']:.2f} dB ({scores[METRIC] - cubic['psnr']:+.2f} dB)")
+          f"SSIM {scores[SSIM]:.3f}; cubic B-spline {cubic['psnr']:.2f} dB ({scores[METRIC] - cubic['psnr']:+.2f} dB)")
     return Best(best, scores, cubic)
 
 
@@ -71,8 +73,8 @@ def held_out_rows(done: list[RefitResult], best: Best) -> list[Row]:
     """The refits, the best trial and cubic B-spline, on the same whole held-out regions."""
     # The control is what a plain `hpo/train.py` run trains: the defaults, with the same budget.
     labels = {CHAMPION: "refit: the champion's configuration", DEFAULTS: "refit: the defaults, as hpo/train.py"}
-    rows = [Row(labels[r.name], r.scores[METRIC], r.scores["val/ssim"], r.steps) for r in done]
-    rows.append(Row(f"best trial {best.result.metrics['trial_id']}", best.scores[METRIC], best.scores["val/ssim"],
+    rows = [Row(labels[r.name], r.scores[METRIC], r.scores[SSIM], r.steps) for r in done]
+    rows.append(Row(f"best trial {best.result.metrics['trial_id']}", best.scores[METRIC], best.scores[SSIM],
                     int(best.result.metrics.get("step", 0))))
     rows.append(Row("cubic B-spline", best.cubic["psnr"], best.cubic["ssim"]))
     return rows

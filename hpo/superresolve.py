@@ -160,7 +160,7 @@ def fetch_model(uri: str, into: Path, tracking: str | None = None) -> Path:
     """Download an MLflow model (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...) and find its checkpoint."""
     import mlflow  # only this path needs MLflow
 
-    from hpo.tracking import tracking_uri
+    from hpo.runtime import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri(tracking))
     mlflow.set_registry_uri(tracking_uri(tracking))

@@ -28,11 +28,10 @@ from ray import tune
 
 from data_pipeline.nifti import is_uri
 from hpo.model_flavour import log_generator
+from hpo.names import PSNR, RECORDED
 from hpo.preview import PREVIEW_FILE
-from hpo.runtime import PROJECT_ROOT
 from hpo.trial import DIVERGED, checkpoint_path
 
-DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlflow.db'}"  # absolute: four slashes
 DEFAULT_EXPERIMENT = "mri-sr-search"
 PARENT_TAG = "mlflow.parentRunId"
 SEARCH_TAG = "mri_sr.search"  # on the parent run: the search's name
@@ -53,10 +52,6 @@ DIVERGED_TAG = "mri_sr.diverged"  # on a child run whose loss became non-finite:
 REFIT_TAG = "mri_sr.refit"  # on a refit's child run: which configuration it trained ("champion" or "defaults")
 REFIT_KEY = "refit"  # in a refit trial's Tune config: the same name
 HELDOUT_PREFIX = "heldout/"  # metrics on the whole held-out regions, logged after the search: heldout/val/psnr
-
-
-def tracking_uri(override: str | None = None) -> str:
-    return override or os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_TRACKING_URI)
 
 
 def runs_page(server: str, experiment_id: str) -> str:
@@ -263,7 +258,7 @@ class MlflowTracker(tune.Callback):
             # Resumed: Tune may replay the end of a trial whose completion it had not yet saved.
             # Steps already in MLflow are not logged twice.
             run_id = found[0].info.run_id
-            history = self.client.get_metric_history(run_id, "val/psnr")
+            history = self.client.get_metric_history(run_id, PSNR)
             with self.lock:
                 self._logged_step[trial.trial_id] = max((m.step for m in history), default=-1)
             if not found[0].data.params:  # the killed search made the run, then died
@@ -306,7 +301,7 @@ class MlflowTracker(tune.Callback):
             for record in ([] if history is None else history.to_dict("records")):
                 row = {k: v for k, v in record.items() if not (isinstance(v, float) and math.isnan(v))}  # unset
                 metrics = {k: float(v) for k, v in row.items()
-                           if k.startswith(("train/", "val/", "time/")) and isinstance(v, (int, float)) and math.isfinite(v)}
+                           if k.startswith(RECORDED) and isinstance(v, (int, float)) and math.isfinite(v)}
                 step = int(row.get("step", row.get("training_iteration", 0)))
                 self._log_result(view, step, checkpoint_path(row, result.path), metrics, None,
                                  bool(row.get(DIVERGED, 0) == 1))
@@ -336,7 +331,7 @@ class MlflowTracker(tune.Callback):
                     preview = self.spool / f"{view.trial_id}_step_{step:06d}.png"
                     shutil.copy(local / PREVIEW_FILE, preview)
         metrics = {k: float(v) for k, v in result.items()
-                   if k.startswith(("train/", "val/", "time/")) and isinstance(v, (int, float)) and math.isfinite(v)}
+                   if k.startswith(RECORDED) and isinstance(v, (int, float)) and math.isfinite(v)}
         diverged = bool(result.get(DIVERGED))
         self._submit(lambda: self._log_result(view, step, checkpoint, metrics, preview, diverged))
 

@@ -16,6 +16,7 @@ from data_pipeline.nifti import VolumeError, typical_voxel_mm
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.like import like_overrides
 from hpo.loop import Diverged, Runtime, autocast_dtype, train
+from hpo.names import PSNR, PSNR_WHOLE, SSIM, VAL_SECONDS
 from hpo.runtime import inference_dtype, pick_device, set_threads
 from hpo.validation import METRIC, Validator, baselines, make_cases
 from models.checkpoint import CONFIG_FILE, STATE_FILE, load_generator
@@ -146,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             generator, _ = load_generator(output, map_location=device)
             scores = Validator(cases, cfg.scale_factor, grid, device=device, autocast_dtype=inference_dtype(device))(generator)
         table["generator"] = {
-            "psnr": scores["val/psnr"], "psnr_whole": scores["val/psnr_whole"],
-            "ssim": scores["val/ssim"], "seconds": scores["val/seconds"],
+            "psnr": scores[PSNR], "psnr_whole": scores[PSNR_WHOLE],
+            "ssim": scores[SSIM], "seconds": scores[VAL_SECONDS],
         }
     print_table(table)
     (output / "validation.json").write_text(json.dumps(table, indent=2))

@@ -33,6 +33,7 @@ from data_pipeline.degrade import get_degradation  # noqa: E402
 from data_pipeline.ray_data import patch_stream  # noqa: E402
 from data_pipeline.trial_stream import ddp_chunks, endless_batches, trial_batches  # noqa: E402
 from hpo.config import Config  # noqa: E402
+from hpo.names import DATA_WAIT, FIRST_BATCH, STARTUP  # noqa: E402
 from hpo.resources import DRIVER_CPUS  # noqa: E402
 from hpo.runtime import set_threads  # noqa: E402
 from hpo.search_space import TRIAL_INDEX  # noqa: E402
@@ -271,8 +272,8 @@ def run_loop(
             source.close()
 
     def with_startup(metrics: dict[str, float]) -> dict[str, float]:
-        return {**metrics, "time/startup_s": (first_step[0] if first_step else time.time()) - origin,
-                "time/first_batch_s": waited["first"], "time/data_wait_s": waited["total"]}
+        return {**metrics, STARTUP: (first_step[0] if first_step else time.time()) - origin,
+                FIRST_BATCH: waited["first"], DATA_WAIT: waited["total"]}
 
     def report_evaluation(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
         checkpoint = None

@@ -15,18 +15,18 @@ from torch import nn
 
 from data_pipeline.acquisition import Acquisition
 from data_pipeline.dataset import VolumePair, held_out_pairs, resolve_inputs
-from data_pipeline.intensity import IntensityNorm
+from data_pipeline.intensity import BRAIN_THRESHOLD, IntensityNorm
 from data_pipeline.interpolate import ORDERS, interpolate
 from data_pipeline.nifti import VolumeError, read_volume
+from hpo.names import PSNR, VAL_SECONDS
 from models.checkpoint import unwrap
 from models.conditioning import model_input
 from models.grid import Factors, as_factors
 from models.inference import sliding_window_superresolve
 from models.metrics import ssim
 
-METRIC = "val/psnr"  # PSNR inside the brain mask, dB
+METRIC = PSNR  # what the search ranks by
 MODE = "max"
-BRAIN_THRESHOLD = 0.2
 CONTEXT_LR_VOXELS = 4  # LR voxels of input context around a validation region (inside the split's gap)
 # Large windows with little overlap: 1.6x less work per evaluation than superresolve's defaults
 # (32, 0.25), which blend more for the best whole-volume output.
@@ -210,7 +210,7 @@ class Validator:
             if i == 0:
                 self.last_sr = sr[case.crop]
         generator.train(was_training)
-        return {**_pooled(self.cases, errors, "val/"), "val/seconds": seconds}
+        return {**_pooled(self.cases, errors, "val/"), VAL_SECONDS: seconds}
 
 
 def baselines(

@@ -11,6 +11,7 @@ from pathlib import Path
 from hpo.bench.meters import CpuMeter, Side, cpu_name
 from hpo.bench.plain import plain_search
 from hpo.config import Config
+from hpo.names import ELAPSED, STARTUP
 from hpo.resources import plan_resources
 from hpo.search_space import searched_keys
 from hpo.validation import METRIC
@@ -48,9 +49,9 @@ def ray_search(args: argparse.Namespace, fixed: dict, workdir: Path) -> Side:
         side.trials += 1
         steps = int(client.get_metric_history(run.info.run_id, METRIC)[-1].step)
         side.steps += steps
-        side.train_s += metrics["time/elapsed_s"]
-        side.startup_s.append(metrics["time/startup_s"])
-        side.per_trial.append({"index": int(run.data.params[TRIAL_INDEX]), "steps": steps, "train_s": metrics["time/elapsed_s"],
+        side.train_s += metrics[ELAPSED]
+        side.startup_s.append(metrics[STARTUP])
+        side.per_trial.append({"index": int(run.data.params[TRIAL_INDEX]), "steps": steps, "train_s": metrics[ELAPSED],
                                METRIC: metrics[METRIC], **{k: v for k, v in run.data.params.items() if k in searched}})
         side.best = max(metrics[METRIC], side.best) if side.best == side.best else metrics[METRIC]
     return side

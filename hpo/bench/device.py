@@ -12,6 +12,7 @@ from hpo.bench.meters import Utilisation, cpu_name
 from hpo.bench.patches import patch_rates
 from hpo.bench.plain import training_items_and_blocks
 from hpo.config import Config
+from hpo.names import ELAPSED, PATCHES_PER_S, STARTUP
 from hpo.runtime import set_threads
 from hpo.validation import METRIC
 
@@ -38,7 +39,7 @@ def step_time(config: Config, device, steps: int) -> dict[str, float]:
 
     run(5)  # kernel selection and allocator warm-up
     metrics = run(steps)
-    seconds = metrics["time/elapsed_s"] / steps
+    seconds = metrics[ELAPSED] / steps
     return {"seconds_per_step": seconds, "patches_per_s": data.batch_size / seconds}
 
 
@@ -81,7 +82,7 @@ def ddp_check(config: Config, device, steps: int, seed: int) -> dict:
         raise SystemExit(f"error: the Ray Train run on {backend} failed: {result.error}")
     metrics = result.metrics
     return {"backend": backend, "wall_s": wall, "steps": int(metrics["step"]), METRIC: metrics[METRIC],
-            "patches_per_s": metrics["train/patches_per_s"], "startup_s": metrics["time/startup_s"]}
+            "patches_per_s": metrics[PATCHES_PER_S], "startup_s": metrics[STARTUP]}
 
 
 def device_check(config: Config, fast: bool, seed: int) -> dict:

@@ -1,5 +1,8 @@
 """The benchmark's JSON as the Markdown that docs/benchmarks.md shows (`hpo/benchmark.py --markdown`)."""
 
+from hpo.names import PSNR
+
+
 
 def _search(report: dict) -> list[str]:
     pairs = report["pairs"]
@@ -17,7 +20,7 @@ def _search(report: dict) -> list[str]:
         "|---|---|",
         f"| `hpo/search.py` / plain Optuna, wall time, pooled | {report['ratio']:.2f}x (pairs: {each}) |",
         f"| the same, at one host speed | {report['ratio_at_equal_pace']:.2f}x |",
-        f"| trials both sides trained alike (steps and {'val/psnr'}) | {same} of {trials} |",
+        f"| trials both sides trained alike (steps and {PSNR}) | {same} of {trials} |",
         f"| the search's CPU-s outside its trials, per pair, largest | {spent} |",
     ]
 

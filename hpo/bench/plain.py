@@ -13,6 +13,7 @@ from data_pipeline.degrade import get_degradation
 from data_pipeline.intensity import IntensityNorm
 from hpo.bench.meters import CpuMeter, Side
 from hpo.config import Config
+from hpo.names import ELAPSED
 from hpo.resources import TrialResources
 from hpo.runtime import set_threads
 from hpo.search_space import search_space, searched_keys
@@ -94,7 +95,7 @@ def _worker_trial(trial_id: int, number: int, params: dict) -> dict:
     except Diverged as err:  # as the search ends a diverged trial: at once, no value worth keeping
         state, last["step"] = "failed", err.step
     return {"state": state, "value": last.get(METRIC, math.nan), "steps": int(last["step"]),
-            "train_s": last.get("time/elapsed_s", 0.0), "startup_s": first_step[0] - origin}
+            "train_s": last.get(ELAPSED, 0.0), "startup_s": first_step[0] - origin}
 
 
 def plain_search(base: Config, replay: list[dict], plan: TrialResources, seed: int, workdir: Path) -> Side:

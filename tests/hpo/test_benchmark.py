@@ -50,11 +50,14 @@ def test_search_comparison_and_patch_rates(ray_cluster, tmp_path, capsys):
     assert report["ratio"] > 0 and report["ratio_at_equal_pace"] > 0
     assert report["patches_per_s"]["ray_data"] > 0 and report["patches_per_s"]["pure_function"] > 0
     assert "hpo/search.py (Ray)" in capsys.readouterr().out
+    # docs/benchmarks.md's table, from the JSON
+    assert benchmark.main(["--markdown", str(tmp_path / "bench.json")]) == 0
+    assert f"| {report['ratio']:.2f}x (pairs: " in capsys.readouterr().out
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_device_check_runs_on_the_cpu(ray_cluster, tmp_path):
+def test_device_check_runs_on_the_cpu(ray_cluster, tmp_path, capsys):
     # The GPU check's CPU fallback: CI has no GPU, and this keeps the GPU path from rotting.
     assert benchmark.main(["--only", "device", "--fast", "--json", str(tmp_path / "device.json")]) == 0
     report = json.loads((tmp_path / "device.json").read_text())
@@ -65,3 +68,6 @@ def test_device_check_runs_on_the_cpu(ray_cluster, tmp_path):
     assert report["ddp"]["backend"] == "gloo" and report["ddp"]["steps"] == 4
     assert math.isfinite(report["ddp"]["val/psnr"]) and report["ddp"]["patches_per_s"] > 0
     assert report["search"]["exit_code"] == 0 and report["search"]["utilisation"]["samples"] > 0
+    capsys.readouterr()
+    assert benchmark.main(["--markdown", str(tmp_path / "device.json")]) == 0
+    assert f"{1000 * report['step']['fp32']['seconds_per_step']:.1f} ms / " in capsys.readouterr().out
