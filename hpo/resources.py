@@ -16,8 +16,12 @@ DRIVER_CPUS = 0.01
 # core, one task at a time, keeps it fed.
 CPU_TRIAL_DATA_CPUS = 0.2
 # A GPU trainer eats patches as fast as DATA_CPUS_PER_GPU cores cut a third of what they can
-# (README, "GPU figures").
+# (docs/benchmarks.md, the device check). Trials sharing a GPU share its data cores too.
 DATA_CPUS_PER_GPU = 2.0
+# Unless told otherwise, one-worker trials share each GPU, this many to one: a trial of the
+# CPU-sized model leaves a GPU idle most of each step, and trials side by side fill it. A
+# several-worker trial keeps a GPU per worker (NCCL wants a GPU per rank); a refit, a whole GPU.
+TRIALS_PER_GPU = 4
 
 
 class ResourceError(ValueError):
@@ -62,7 +66,8 @@ def plan_resources(
 ) -> TrialResources:
     """Fit trials to `nodes` (each node's total resources, as `ray.nodes()[i]["Resources"]`).
 
-    gpus_per_worker None: one GPU per worker where the cluster has GPUs, CPU workers otherwise.
+    gpus_per_worker None: where the cluster has GPUs, a 1/TRIALS_PER_GPU share for a one-worker
+    trial and a whole GPU per worker for a several-worker one; CPU workers otherwise.
     cpus_per_worker None: GPU workers take 1 CPU each (the rest feed them data); CPU workers split
     the cluster's CPUs between `max_concurrent` trials, after the data budget. With both None on
     CPUs, every worker gets about one core: small 3D convs scale poorly over threads (a step of the
@@ -75,7 +80,7 @@ def plan_resources(
     total_gpus = sum(n.get("GPU", 0.0) for n in nodes)
     largest_node_cpus = max(n.get("CPU", 0.0) for n in nodes)
     if gpus_per_worker is None:
-        gpus_per_worker = 1.0 if total_gpus >= 1 else 0.0
+        gpus_per_worker = (1.0 / TRIALS_PER_GPU if workers == 1 else 1.0) if total_gpus >= 1 else 0.0
     if gpus_per_worker > 0 and total_gpus == 0:
         raise ResourceError(f"--gpus-per-worker {gpus_per_worker:g} asked for GPUs, but the cluster has none")
     if gpus_per_worker > 0 and not any(n.get("GPU", 0.0) >= gpus_per_worker for n in nodes):
@@ -122,14 +127,16 @@ def plan_refit(
 ) -> TrialResources:
     """Resources for the refit runs after a search: each as much as one plain training run gets.
 
-    GPU runs are planned as trials are (one GPU per worker, side by side where GPUs allow). CPU
+    GPU runs are planned as several-worker trials are (a whole GPU per worker, side by side where
+    GPUs allow). CPU
     runs of one worker get a whole node's CPUs, less the data budget (a search's trials share
     them): what `hpo/train.py` gets, whose pace sets a refit's budget. Side by side where whole
     nodes allow; where they do not, `share_for_refits` splits the nodes between them.
     """
     on_gpus = gpus_per_worker > 0 if gpus_per_worker is not None else any(n.get("GPU", 0.0) >= 1 for n in nodes)
     if on_gpus or workers > 1 or cpus_per_worker is not None:
-        return plan_resources(nodes, workers, gpus_per_worker, cpus_per_worker, data_cpus_per_trial)
+        gpus = 1.0 if on_gpus and gpus_per_worker is None else gpus_per_worker
+        return plan_resources(nodes, workers, gpus, cpus_per_worker, data_cpus_per_trial)
     data = CPU_TRIAL_DATA_CPUS if data_cpus_per_trial is None else data_cpus_per_trial
     largest = max(n.get("CPU", 0.0) for n in nodes)
     cpus = math.floor(100 * (largest - data - DRIVER_CPUS)) / 100

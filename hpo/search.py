@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Ray results and checkpoints; on a cluster a path every node shares, or s3://... "
                         f"(default: $MRI_SR_STORAGE, which the cluster files set, or {DEFAULT_STORAGE})")
     p.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers in each trial")
-    p.add_argument("--gpus-per-worker", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--gpus-per-worker", type=float,
+                   help="default where the cluster has GPUs: 0.25 for one-worker trials (four share a GPU), "
+                        "1 per worker for several-worker trials; else 0")
     p.add_argument("--cpus-per-worker", type=float, help="default: 1 with GPUs, else the CPUs a trial's share allows")
     p.add_argument("--data-cpus-per-trial", type=float,
                    help="CPUs left free for each trial's Ray Data patch tasks, one task per CPU (default: 0.2 on CPU "

@@ -1,7 +1,8 @@
 import pytest
 
 from hpo.resources import (
-    DRIVER_CPUS, ResourceError, nodes_to_plan_for, plan_refit, plan_resources, share_for_refits,
+    DATA_CPUS_PER_GPU, DRIVER_CPUS, TRIALS_PER_GPU, ResourceError, nodes_to_plan_for, plan_refit, plan_resources,
+    share_for_refits,
 )
 
 
@@ -28,10 +29,19 @@ def test_gpus_are_used_where_the_cluster_has_them():
 
 
 def test_gpu_trials_are_limited_by_the_cpus_that_feed_them():
-    plan = plan_resources([{"CPU": 4.0, "GPU": 4.0}], workers=1)
+    plan = plan_resources([{"CPU": 4.0, "GPU": 4.0}], workers=1, gpus_per_worker=1)
     assert plan.max_concurrent == 1  # 1 + 2 data CPUs per trial: a second trial would starve
-    plan = plan_resources([{"CPU": 4.0, "GPU": 4.0}], workers=1, data_cpus_per_trial=0.5)
+    plan = plan_resources([{"CPU": 4.0, "GPU": 4.0}], workers=1, gpus_per_worker=1, data_cpus_per_trial=0.5)
     assert plan.max_concurrent == 2 and plan.data_tasks == 1
+
+
+def test_one_worker_trials_share_each_gpu_unless_told_otherwise():
+    plan = plan_resources([{"CPU": 16.0, "GPU": 1.0}], workers=1)
+    assert plan.gpus_per_worker == 1 / TRIALS_PER_GPU and plan.max_concurrent == TRIALS_PER_GPU
+    assert plan.data_cpus_per_trial == DATA_CPUS_PER_GPU / TRIALS_PER_GPU  # the GPU's data cores, shared
+    assert plan_resources([{"CPU": 4.0, "GPU": 1.0}], workers=1).max_concurrent == 2  # CPUs still bound it
+    assert plan_resources([{"CPU": 16.0, "GPU": 4.0}], workers=2).gpus_per_worker == 1.0  # a GPU per DDP rank
+    assert plan_resources([{"CPU": 16.0, "GPU": 1.0}], workers=1, gpus_per_worker=1).max_concurrent == 1
 
 
 @pytest.mark.parametrize(
@@ -87,7 +97,7 @@ def test_refits_that_would_wait_for_one_cpu_node_split_it_as_trials_do():
     assert share_for_refits(gpus, plan_refit(gpus, 1), 2) == plan_refit(gpus, 1)  # GPU runs wait their turn
 
 
-def test_a_refit_on_gpus_is_planned_as_a_trial():
+def test_a_refit_on_gpus_gets_a_whole_gpu():
     plan = plan_refit([{"CPU": 16.0, "GPU": 4.0}], 1)
-    assert plan == plan_resources([{"CPU": 16.0, "GPU": 4.0}], 1)
+    assert plan == plan_resources([{"CPU": 16.0, "GPU": 4.0}], 1, gpus_per_worker=1)
     assert (plan.gpus_per_worker, plan.max_concurrent) == (1.0, 4)
