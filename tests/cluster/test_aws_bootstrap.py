@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpo.resources import nodes_to_plan_for, plan_resources
+from hpo.resources import TRIALS_PER_GPU, nodes_to_plan_for, plan_resources
 from hpo.runtime import PROJECT_ROOT
 from tests.conftest import aws_client
 
@@ -129,5 +129,6 @@ def test_setup_then_ray_bootstrap_adopt_the_projects_network_roles_and_ami(aws, 
     nodes = nodes_to_plan_for([head], groups)
     assert sum(n.get("GPU", 0) for n in nodes) == 6 * 1 + 2 * 4
     assert len(nodes) == booted["max_workers"]  # never more nodes than the autoscaler will start
-    plan = plan_resources(nodes, workers=1)
-    assert plan.gpus_per_worker == 1 and plan.max_concurrent == 14
+    plan = plan_resources(nodes, workers=1)  # one-worker trials share each GPU
+    assert plan.gpus_per_worker == 1 / TRIALS_PER_GPU and plan.max_concurrent == 14 * TRIALS_PER_GPU
+    assert plan_resources(nodes, workers=1, gpus_per_worker=1).max_concurrent == 14
