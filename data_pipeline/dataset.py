@@ -6,8 +6,9 @@ neither side uses. The MNI152 template is left-right symmetric, so a left/right 
 With several volumes, whole volumes are held out instead.
 """
 
+import itertools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -203,10 +204,10 @@ def load_pairs(
     paths: list[str],
     spec: PatchSpec,
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr),
-) -> tuple[list[VolumePair], list[VolumePair]]:
+) -> tuple[dict[SplitItem, VolumePair], list[VolumePair]]:
     """Read, validate and degrade every volume; unusable ones are reported and skipped.
 
-    Returns (training pairs, validation pairs); raises if no usable volume is left.
+    Returns (training pairs by split item, validation pairs); raises if no usable volume is left.
     """
     volumes: dict[str, Volume] = {}
     for path in paths:
@@ -224,19 +225,18 @@ def load_pairs(
             raise VolumeError(item.path, problem)
     norm = IntensityNorm(spec.intensity_percentile)
     return (
-        [make_pair(volumes[item.path], item.part, spec.acquisition, norm) for item in train],
+        {item: make_pair(volumes[item.path], item.part, spec.acquisition, norm) for item in train},
         held_out_pairs(list(volumes), spec.acquisition, norm, volumes),
     )
 
 
-def patch_batches(pairs: list[VolumePair], spec: PatchSpec, batch_size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """An endless stream of (B, C, p...) LR and (B, 1, s*p...) HR batches from the training regions."""
-    samplers = [spec.sampler(pair) for pair in pairs]
-    rng = np.random.default_rng(seed)
-    while True:
-        counts = np.bincount(rng.integers(len(samplers), size=batch_size), minlength=len(samplers))
-        parts = [sampler.sample(int(n), rng, spec.augment, spec.acquisition.grid) for sampler, n in zip(samplers, counts) if n]
-        yield np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+def training_batches(
+    pairs: Mapping[SplitItem, VolumePair], spec: PatchSpec, batch_size: int, seed: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`hpo/train.py`'s endless (B, C, p...) LR and (B, 1, s*p...) HR batches: the chunks a search
+    trial with this stream seed trains on, in the same order, cut from the pairs already in memory."""
+    samplers = {item: spec.sampler(pair) for item, pair in pairs.items()}
+    return chunk_batches(chunk_plan(list(pairs), seed), spec, batch_size, repeat=False, samplers=samplers)
 
 
 @dataclass(frozen=True)
@@ -258,10 +258,14 @@ def plan_chunks(
     a stream planned in rounds cuts the same patches as one planned at once.
     """
     count = max(1, -(-total_patches // patches_per_chunk))
-    return [
-        Chunk(items[k % len(items)].path, items[k % len(items)].part, patches_per_chunk, seed * 1_000_003 + k)
-        for k in range(first, first + count)
-    ]
+    return list(itertools.islice(chunk_plan(items, seed, first, patches_per_chunk), count))
+
+
+def chunk_plan(items: list[SplitItem], seed: int, first: int = 0, patches_per_chunk: int = PATCHES_PER_CHUNK) -> Iterator[Chunk]:
+    """Chunk `first`, `first` + 1, ... of a seed's plan, without end."""
+    for k in itertools.count(first):
+        item = items[k % len(items)]
+        yield Chunk(item.path, item.part, patches_per_chunk, seed * 1_000_003 + k)
 
 
 @lru_cache(maxsize=4)
@@ -275,20 +279,25 @@ def sampler_for(path: str, part: Part, spec: PatchSpec) -> PatchSampler:
     return spec.sampler(make_pair(volume, part, spec.acquisition, IntensityNorm(spec.intensity_percentile)))
 
 
-def cut_chunk(chunk: Chunk, spec: PatchSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(count, C, p...) LR and (count, 1, s*p...) HR patches of one chunk."""
-    return sampler_for(chunk.path, chunk.part, spec).sample(
-        chunk.count, np.random.default_rng(chunk.seed), spec.augment, spec.acquisition.grid
-    )
+def cut_chunk(chunk: Chunk, spec: PatchSpec, sampler: PatchSampler | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(count, C, p...) LR and (count, 1, s*p...) HR patches of one chunk, from `sampler` when the
+    caller holds the chunk's volume already."""
+    sampler = sampler or sampler_for(chunk.path, chunk.part, spec)
+    return sampler.sample(chunk.count, np.random.default_rng(chunk.seed), spec.augment, spec.acquisition.grid)
 
 
 def chunk_batches(
-    chunks: list[Chunk], spec: PatchSpec, batch_size: int, repeat: bool = True
+    chunks: Iterable[Chunk],
+    spec: PatchSpec,
+    batch_size: int,
+    repeat: bool = True,
+    samplers: Mapping[SplitItem, PatchSampler] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The batches that a Ray Data patch stream of these chunks yields, cut in this process (endlessly)."""
+    """The batches that a Ray Data patch stream of these chunks yields, cut in this process; a list of
+    chunks starts again at its end unless `repeat` is False."""
     while True:
         for chunk in chunks:
-            lr, hr = cut_chunk(chunk, spec)
+            lr, hr = cut_chunk(chunk, spec, samplers[SplitItem(chunk.path, chunk.part)] if samplers else None)
             for start in range(0, len(lr) - batch_size + 1, batch_size):
                 yield lr[start : start + batch_size], hr[start : start + batch_size]
         if not repeat:

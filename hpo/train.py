@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from data_pipeline.dataset import load_pairs, patch_batches, resolve_inputs
+from data_pipeline.dataset import load_pairs, resolve_inputs, training_batches
 from data_pipeline.nifti import VolumeError, typical_voxel_mm
 from hpo.config import SMOKE, Config, parse_overrides
 from hpo.like import like_overrides
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy2(checkpoint / name, output / f".{name}.tmp")
                 (output / f".{name}.tmp").replace(output / name)  # never a half-written checkpoint
 
-    batches = patch_batches(train_pairs, spec, cfg.batch_size, config.train.seed)
+    batches = training_batches(train_pairs, spec, cfg.batch_size, config.train.seed)
     amp = autocast_dtype(config, device)
     try:
         final = train(

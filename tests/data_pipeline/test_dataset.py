@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -5,10 +7,12 @@ from data_pipeline.acquisition import Acquisition
 from data_pipeline.dataset import (
     GAP_HR_VOXELS,
     PatchSpec,
+    chunk_batches,
     load_pairs,
-    patch_batches,
+    plan_chunks,
     resolve_inputs,
     split_single,
+    training_batches,
 )
 from data_pipeline.default_data import MNI152_T1
 from data_pipeline.nifti import VolumeError
@@ -39,8 +43,25 @@ def test_bad_volumes_are_reported_and_skipped(tmp_path):
     train, val = load_pairs(resolve_inputs([str(tmp_path)]), SPEC, log=logged.append)
     assert len(train) + len(val) == 3 and len(val) == 1
     assert any("broken.nii.gz" in line for line in logged) and logged[-1] == "skipped 1 of 4 volumes"
-    batch_lr, batch_hr = next(patch_batches(train, SPEC, 5, seed=0))
+    batch_lr, batch_hr = next(training_batches(train, SPEC, 5, seed=0))
     assert batch_lr.shape == (5, 1, 8, 8, 8) and batch_hr.shape == (5, 1, 16, 16, 16)
+
+
+def test_a_plain_run_trains_on_the_patches_a_trial_streams(tmp_path):
+    # hpo/train.py and a search trial of the same stream seed: the same chunks in the same order
+    # (a trial cuts them with `chunk_batches` or Ray Data, tests/data_pipeline/test_ray_data.py),
+    # past the end of any finite plan and across volumes.
+    for i in range(3):  # two train, one is held out
+        write_nifti(tmp_path / f"v{i}.nii.gz", blob((32, 32, 32), seed=i))
+    spec = PatchSpec(Acquisition("gaussian", 2, noise=(0.0, 0.05), noise_free_fraction=0.5), 8, 0.9, 99.5, noise_map=True)
+    train, _ = load_pairs(resolve_inputs([str(tmp_path)]), spec)
+    assert len(train) == 2
+    batches = 3 * 256 // 4 + 5  # three chunks and into a fourth: both training volumes, twice one of them
+    trial = chunk_batches(plan_chunks(list(train), batches * 4, seed=7), spec, 4, repeat=False)
+    plain = training_batches(train, spec, 4, seed=7)
+    for (trial_lr, trial_hr), (plain_lr, plain_hr) in zip(itertools.islice(trial, batches), plain):
+        np.testing.assert_array_equal(plain_lr, trial_lr)
+        np.testing.assert_array_equal(plain_hr, trial_hr)
 
 
 def test_no_usable_volume_is_an_error(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_pipeline.dataset import patch_batches
+from data_pipeline.dataset import training_batches
 from hpo.config import SMOKE, Config
 from hpo.loop import Diverged, Runtime, train
 from models.checkpoint import load_checkpoint
@@ -144,7 +144,7 @@ def test_real_patches_feed_the_loop(anatomical):
     config = Config().override(TINY | {"model.noise_map": True})  # the real pipeline: noisy patches and their map
     spec = config.patch_spec()
     train_pairs, _ = load_pairs(resolve_inputs([str(anatomical)]), spec)
-    assert next(patch_batches(train_pairs, spec, 2, seed=0))[0].shape == (2, 2, 4, 4, 4)
+    assert next(training_batches(train_pairs, spec, 2, seed=0))[0].shape == (2, 2, 4, 4, 4)
     recorder = Recorder()
-    train(config, patch_batches(train_pairs, spec, 2, seed=0), None, recorder)
+    train(config, training_batches(train_pairs, spec, 2, seed=0), None, recorder)
     assert len(recorder.calls) == 2
