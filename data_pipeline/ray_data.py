@@ -39,8 +39,8 @@ def check_volumes(paths: list[str], min_shape: tuple[int, int, int], num_cpus: f
     """(usable paths, one line per unusable volume), order kept; each volume read whole.
 
     Local files are read here, in threads (reading is mostly decompression, which frees the GIL):
-    a Ray Data job took 3 s to start for one volume on 2 cores, 0.05 s to read it here, and a
-    search needs no Ray for it. Object-storage volumes are fetched by parallel Ray tasks across
+    starting a Ray Data job costs seconds, reading a volume here a fraction of one, and a search
+    needs no Ray for it. Object-storage volumes are fetched by parallel Ray tasks across
     the cluster.
     """
     check = partial(_check, min_shape=min_shape)
@@ -75,9 +75,9 @@ def patch_stream(chunks: list[Chunk], spec: PatchSpec, max_tasks: int = 1) -> ra
     """The patches of `chunks` (see `plan_chunks`), each cut in one Ray task, in order.
 
     The tasks ask Ray for no CPU; `max_tasks` bounds what they use, and the search leaves CPUs free
-    for it. Inside Ray Train, Ray Data's CPU budget is the cluster minus every Train run's workers:
-    with two trials on two cores it was 0, so a task that asked for CPU started only when the
-    trainer had run dry, and Ray Data's scheduling loop spun in between.
+    for it. Inside Ray Train, Ray Data's CPU budget is the cluster minus every Train run's workers,
+    which is 0 when trials fill the cores: a task that asked for CPU would start only when the
+    trainer had run dry, and Ray Data's scheduling loop would spin in between.
     """
     ds = ray.data.from_items([asdict(c) for c in chunks], override_num_blocks=len(chunks))
     stream = ds.map_batches(

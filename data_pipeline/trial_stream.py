@@ -16,12 +16,11 @@ from data_pipeline.ray_data import patch_stream
 
 # A one-worker trial streams its patches in rounds of this many chunks (2,048 patch pairs), one
 # Ray Data dataset a round, the next started when half of one is trained on: Ray Data's executor
-# slows with the blocks a dataset holds (an 8-minute refit planned at once, 825 chunks, trained at
-# 14 patch pairs/s where 17 chunks gave 55-60), and Ray Data cuts ahead as far as memory allows, so
-# a stream planned far beyond what a trial trains before ASHA stops it is cut for nothing. The
-# rest of a step budget comes as one dataset when it is at most two rounds: each dataset costs
-# about 1.6 CPU-seconds to start and drain beyond cutting its patches (the trial's executor,
-# Ray Data's stats and autoscaling actors), and a 400-step search trial took two where one does.
+# slows as the blocks of one dataset grow into the hundreds, and Ray Data cuts ahead as far as
+# memory allows, so a stream planned far beyond what a trial trains before ASHA stops it is cut
+# for nothing. The rest of a step budget comes as one dataset when it is at most two rounds: every
+# dataset costs CPU-seconds to start and drain beyond cutting its patches (the trial's executor,
+# Ray Data's stats and autoscaling actors), so a short trial gets one, not two.
 ROUND_CHUNKS = 8
 # A several-worker trial's stream is one dataset (Ray Train splits it between the workers): at
 # most this many chunks, repeated when a long run uses them up.

@@ -65,8 +65,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # Sized for CPUs, where a search has to afford it (0.59 s a step on one AVX2 core); on GPUs,
-    # a wider, deeper generator is affordable: --set model.base_channels=32 --set model.num_blocks=6.
+    # Sized for CPUs, where a search has to afford it (docs/benchmarks.md, "Training on 2 CPU
+    # cores"); on GPUs, a wider, deeper generator is affordable: --set model.base_channels=32 --set model.num_blocks=6.
     base_channels: int = 16
     num_blocks: int = 3
     upsampler: str = "subpixel_icnr"
@@ -88,7 +88,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    # MSE, the loss PSNR measures: it passed cubic by 1.7 dB after 100 steps, L1 by 0.2 (MNI152, x2).
+    # MSE, the loss PSNR measures: early in training it passes cubic B-spline well before L1 does.
     content: Literal["mse", "l1"] = "mse"
     content_weight: float = 1.0
     gradient_weight: float = 0.5
@@ -149,7 +149,7 @@ class Config:
         return asdict(self)
 
     def flat(self) -> dict[str, Any]:
-        """{"optim.lr_g": 5e-4, ...}: the form MLflow parameters and search spaces use."""
+        """{"optim.lr_g": 1e-3, ...}: the form MLflow parameters and search spaces use."""
         return {f"{group}.{key}": value for group, values in self.to_dict().items() for key, value in values.items()}
 
     @classmethod

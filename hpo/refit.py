@@ -9,12 +9,12 @@ and train at once (`hpo.resources.share_for_refits`). They are trials of one mor
 `<name>-refit`, so they stream their patches, checkpoint, resume and log to MLflow as trials do:
 child runs of the search named `refit-champion` and `refit-defaults`, tagged `mri_sr.refit`. Both
 are scored on the whole held-out regions (`heldout/val/psnr`); `hpo/promote.py` offers the better.
-Starting afresh beat continuing from the trial's checkpoint (README, "Refit").
+Starting afresh beat continuing from the trial's checkpoint (docs/search.md, "Refit").
 
 The budget is counted in steps: as many as `hpo/train.py` trains in `--refit-minutes` where a refit
 runs, measured there first (`plain_pace`). A refit trains inside a Tune trial fed by Ray Data, 5 to
-20 % slower than a plain process; with a time budget it trained fewer steps than the plain run it
-is compared with, and lost to it (4,169 against 5,176 steps in 8 minutes, 33.12 against 33.30 dB).
+20 % slower than a plain process; with a time budget it would train fewer steps than the plain run
+it is compared with, and lose to it for that reason alone.
 """
 
 import dataclasses
@@ -99,10 +99,9 @@ def time_plain_loop(config: Config, items: list[SplitItem], cpus: float, gpus: f
 def pace_of(stamps: list[float], windows: int = PACE_WINDOWS) -> float:
     """Steps per second from the times at which steps began: the median of `windows` spans' means.
 
-    A span's mean keeps what slows every step (the rest of the node's work: a plain run is held up
-    by it too; the median step, tried first, gave 11.19 steps/s where the plain run that followed
-    trained 10.2). The median of the spans drops a spell in which another tenant of a shared
-    machine took the cores: one 20-s mean gave 5.34 steps/s where the refit then trained at 6.7.
+    A span's mean keeps what slows every step (the rest of the node's work, which holds a plain run
+    up too; the median step overstates the pace). The median of the spans drops a spell in which
+    another tenant of a shared machine took the cores.
     """
     steps = len(stamps) - 1
     bounds = [round(k * steps / windows) for k in range(windows + 1)]

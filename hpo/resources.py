@@ -70,9 +70,9 @@ def plan_resources(
     trial and a whole GPU per worker for a several-worker one; CPU workers otherwise.
     cpus_per_worker None: GPU workers take 1 CPU each (the rest feed them data); CPU workers split
     the cluster's CPUs between `max_concurrent` trials, after the data budget. With both None on
-    CPUs, every worker gets about one core: small 3D convs scale poorly over threads (a step of the
-    default model took 0.55 s on 1 thread, 0.32 s on 2), and trials side by side also hide each
-    other's start-up.
+    CPUs, every worker gets about one core: small 3D convs scale poorly over threads (two threads
+    do not halve a step of the default model), and trials side by side also hide each other's
+    start-up.
     """
     if workers < 1:
         raise ResourceError(f"--workers-per-trial must be at least 1, got {workers}")

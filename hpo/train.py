@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = final
         if amp != inference_dtype(device):
             # The table scores the final generator as superresolve, evaluate and the search do;
-            # training evaluates in its own precision (bf16 where the CPU has it), 0.04-0.13 dB apart.
+            # training evaluates in its own precision (bf16 where the CPU has it), a tenth of a dB apart.
             generator, _ = load_generator(output, map_location=device)
             scores = Validator(cases, cfg.scale_factor, grid, device=device, autocast_dtype=inference_dtype(device))(generator)
         table["generator"] = {

@@ -7,7 +7,7 @@ Two kinds of trial run the same `hpo.loop.train`:
   checkpoints restore the run after a lost worker, and `TuneReportCallback` forwards rank 0's
   metrics to Tune (docs/ray.md).
 Why two: a TorchTrainer starts eight processes per trial (controller, worker, placement-group
-cleaner, synchronisation and dataset actors...), about 50 CPU-seconds before the first step,
+cleaner, synchronisation and dataset actors...), tens of CPU-seconds before the first step,
 which is most of a trial that ASHA stops after 25 steps. One GPU per trial is the best use of
 GPUs for these models, so most trials are one-worker trials. Ray-specific lines are marked `# Ray:`.
 """
@@ -70,9 +70,8 @@ class TrialSetup:
         return resources
 
 
-# Ray: Train's and Tune's storage log a line at every checkpoint; the search reports each in Tune's
-# table and MLflow, and one per evaluation is some 280 lines between the tables of a 64-trial
-# search (about 7,000 steps, an evaluation every 25).
+# Ray: Train's and Tune's storage log a line at every checkpoint; the search reports each evaluation
+# itself (progress lines and MLflow), so these lines only repeat it, hundreds of times a search.
 _CHECKPOINT_LOGGERS = ("ray.train._internal.storage", "ray.train.v2._internal.execution.storage")
 
 

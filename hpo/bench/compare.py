@@ -32,7 +32,7 @@ def ray_search(args: argparse.Namespace, fixed: dict, workdir: Path) -> Side:
             "--refit-minutes", "0"]  # the search alone, as the plain-Optuna side
     argv += [arg for key, value in fixed.items() for arg in ("--set", f"{key}={value}")]
     # The tracking store exists before the clock starts, as it does after a user's first search:
-    # creating one (MLflow's schema migrations) took 2.7 s of a core, a cost of neither Ray nor a search.
+    # creating one (MLflow's schema migrations) costs seconds of a core, a cost of neither Ray nor a search.
     MlflowClient(uri).search_experiments()
     start = time.perf_counter()
     with CpuMeter(lambda command: command.startswith("ray::ImplicitFunc")) as meter:  # Tune's trial actors
