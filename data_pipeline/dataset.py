@@ -236,7 +236,7 @@ def training_batches(
     """`hpo/train.py`'s endless (B, C, p...) LR and (B, 1, s*p...) HR batches: the chunks a search
     trial with this stream seed trains on, in the same order, cut from the pairs already in memory."""
     samplers = {item: spec.sampler(pair) for item, pair in pairs.items()}
-    return chunk_batches(chunk_plan(list(pairs), seed), spec, batch_size, repeat=False, samplers=samplers)
+    return chunk_batches(chunk_plan(list(pairs), seed), spec, batch_size, samplers=samplers)
 
 
 @dataclass(frozen=True)
@@ -290,15 +290,11 @@ def chunk_batches(
     chunks: Iterable[Chunk],
     spec: PatchSpec,
     batch_size: int,
-    repeat: bool = True,
     samplers: Mapping[SplitItem, PatchSampler] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The batches that a Ray Data patch stream of these chunks yields, cut in this process; a list of
-    chunks starts again at its end unless `repeat` is False."""
-    while True:
-        for chunk in chunks:
-            lr, hr = cut_chunk(chunk, spec, samplers[SplitItem(chunk.path, chunk.part)] if samplers else None)
-            for start in range(0, len(lr) - batch_size + 1, batch_size):
-                yield lr[start : start + batch_size], hr[start : start + batch_size]
-        if not repeat:
-            return
+    """The batches that a Ray Data patch stream of these chunks yields, cut in this process, one pass
+    over `chunks` (`itertools.cycle` a plan to repeat it)."""
+    for chunk in chunks:
+        lr, hr = cut_chunk(chunk, spec, samplers[SplitItem(chunk.path, chunk.part)] if samplers else None)
+        for start in range(0, len(lr) - batch_size + 1, batch_size):
+            yield lr[start : start + batch_size], hr[start : start + batch_size]

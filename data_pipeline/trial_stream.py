@@ -170,7 +170,7 @@ def trial_batches(
     """
     local_chunks, start_after, end = local_plan(steps, batch_size, local_steps)
     first = chunk_batches(plan_chunks(items, local_chunks * PATCHES_PER_CHUNK, seed, PATCHES_PER_CHUNK),
-                          spec, batch_size, repeat=False)
+                          spec, batch_size)
 
     def rest() -> Generator:
         return rounds(items, seed, spec, tasks, batch_size, first=local_chunks, end=end)

@@ -84,7 +84,8 @@ def time_plain_loop(config: Config, items: list[SplitItem], cpus: float, gpus: f
     stamps: list[float] = []
 
     def timed():
-        for pair in chunk_batches(plan_chunks(items, 4 * PATCHES_PER_CHUNK, config.train.seed), spec, batch):
+        chunks = itertools.cycle(plan_chunks(items, 4 * PATCHES_PER_CHUNK, config.train.seed))
+        for pair in chunk_batches(chunks, spec, batch):
             stamps.append(time.perf_counter())
             yield pair
 

@@ -1,5 +1,6 @@
 """The baseline: the search's trials replayed by a plain Optuna study in worker processes, no Ray."""
 
+import itertools
 import math
 import multiprocessing
 import time
@@ -67,7 +68,7 @@ def _worker_trial(trial_id: int, number: int, params: dict) -> dict:
     data = config.data
     # The patches the search's stream of this trial holds, cut in this process.
     chunks = plan_chunks(_WORKER["train_items"], planned_patches(config.train.max_steps, data.batch_size), stream_seed(config.train.seed, number))
-    batches = chunk_batches(chunks, config.patch_spec(), data.batch_size)
+    batches = chunk_batches(itertools.cycle(chunks), config.patch_spec(), data.batch_size)
     first_step: list[float] = []
 
     def timed():

@@ -50,14 +50,14 @@ def test_bad_volumes_are_reported_and_skipped(tmp_path):
 def test_a_plain_run_trains_on_the_patches_a_trial_streams(tmp_path):
     # hpo/train.py and a search trial of the same stream seed: the same chunks in the same order
     # (a trial cuts them with `chunk_batches` or Ray Data, tests/data_pipeline/test_ray_data.py),
-    # past the end of any finite plan and across volumes.
+    # across chunk boundaries and volumes.
     for i in range(3):  # two train, one is held out
         write_nifti(tmp_path / f"v{i}.nii.gz", blob((32, 32, 32), seed=i))
     spec = PatchSpec(Acquisition("gaussian", 2, noise=(0.0, 0.05), noise_free_fraction=0.5), 8, 0.9, 99.5, noise_map=True)
     train, _ = load_pairs(resolve_inputs([str(tmp_path)]), spec)
     assert len(train) == 2
-    batches = 3 * 256 // 4 + 5  # three chunks and into a fourth: both training volumes, twice one of them
-    trial = chunk_batches(plan_chunks(list(train), batches * 4, seed=7), spec, 4, repeat=False)
+    batches = 3 * 256 // 4 + 5  # three chunks and into a fourth: each training volume twice
+    trial = chunk_batches(plan_chunks(list(train), batches * 4, seed=7), spec, 4)
     plain = training_batches(train, spec, 4, seed=7)
     for (trial_lr, trial_hr), (plain_lr, plain_hr) in zip(itertools.islice(trial, batches), plain):
         np.testing.assert_array_equal(plain_lr, trial_lr)
