@@ -132,7 +132,8 @@ def make_pair(volume: Volume, part: Part, acquisition: Acquisition, norm: Intens
         lr = acquisition.with_validation_noise(lr, volume.source)
     scale = norm.scale_of(lr)
     return VolumePair(volume.source, lr / scale, hr / scale, scale,
-                      region_of(part, lr.shape, acquisition.scale_factor), estimate_sigma(lr) / scale)
+                      region_of(part, lr.shape, acquisition.scale_factor),
+                      estimate_sigma(lr, acquisition.noise_estimator) / scale)
 
 
 def min_shape_for(scale_factor: int | Factors, patch_size: int) -> tuple[int, int, int]:

@@ -44,25 +44,53 @@ def fixed_noise(lr: np.ndarray, level: float, source: str) -> tuple[np.ndarray, 
     return rician(lr, sigma, np.random.default_rng(zlib.crc32(source.encode()))), sigma
 
 
-def estimate_sigma(volume: np.ndarray) -> float:
-    """The noise sigma of a magnitude scan, from its finest 3D Haar band inside the foreground.
+# The finest band of the second difference along every axis, normalised to pass white noise at its
+# own standard deviation.
+_SECOND_DIFFERENCE = np.array([1.0, -2.0, 1.0]) / np.sqrt(6.0)
 
-    The band (each 2x2x2 block's +-1 checkerboard sum, over sqrt(8)) holds almost no anatomy, and in
-    the foreground, where the signal is well above sigma, Rician noise is close to Gaussian: the
-    band's median absolute value / 0.6745 is sigma, robust to the few edges that leak in. The
-    background and the foreground's outer layer of blocks are left out: in the background the noise
-    is Rayleigh (and a skull-stripped scan has none), and the outer layer straddles the edge.
-    """
+
+def _second_difference_band(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(band, foreground); eroding the foreground also drops the volume's outermost voxels."""
+    band = volume.astype(np.float64)
+    for axis in range(3):
+        band = ndimage.correlate1d(band, _SECOND_DIFFERENCE, axis=axis, mode="nearest")
+    mask = foreground(ndimage.uniform_filter(volume.astype(np.float32, copy=False), 3))
+    return band, ndimage.binary_erosion(mask, iterations=3)
+
+
+def _haar_band(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(band, foreground) of each 2x2x2 block: its +-1 checkerboard sum over sqrt(8)."""
     v = volume[tuple(slice(0, n - n % 2) for n in volume.shape)].astype(np.float64)
     blocks = v.reshape(v.shape[0] // 2, 2, v.shape[1] // 2, 2, v.shape[2] // 2, 2)
     sign = np.array([1.0, -1.0])
     checker = sign[:, None, None] * sign[None, :, None] * sign[None, None, :]  # (2, 2, 2)
     band = np.einsum("aibjck,ijk->abc", blocks, checker) / np.sqrt(8)
-    inside = ndimage.binary_erosion(foreground(blocks.mean(axis=(1, 3, 5))))
+    return band, ndimage.binary_erosion(foreground(blocks.mean(axis=(1, 3, 5))))
+
+
+NOISE_ESTIMATORS = {"second_difference": _second_difference_band, "haar": _haar_band}
+
+
+def estimate_sigma(volume: np.ndarray, estimator: str = "second_difference") -> float:
+    """The noise sigma of a magnitude scan, from a high-pass band of it inside the foreground.
+
+    In the foreground, where the signal is well above sigma, Rician noise is close to Gaussian, so
+    the band's median absolute value / 0.6745 is sigma, robust to the edges that leak in. The
+    background and the foreground's outer layer are left out: in the background the noise is
+    Rayleigh (and a skull-stripped scan has none), and the outer layer straddles the edge.
+
+    "second_difference" (the default) filters with [1, -2, 1] along every axis (Immerkaer's
+    estimator in 3D): it passes white noise whole and anatomy that a scanner's blur has smoothed
+    hardly at all. "haar", the finest 3D Haar band, lets about twice as much anatomy through
+    (docs/protocol.md); models trained before the estimator was a setting were conditioned on it.
+    """
+    if estimator not in NOISE_ESTIMATORS:
+        raise ValueError(f"unknown noise estimator {estimator!r}; choose one of {', '.join(NOISE_ESTIMATORS)}")
+    band, inside = NOISE_ESTIMATORS[estimator](volume)
     values = band[inside] if inside.sum() >= 64 else band.ravel()
     return float(np.median(np.abs(values)) / MAD_PER_SIGMA)
 
 
-def estimate_level(volume: np.ndarray) -> float:
+def estimate_level(volume: np.ndarray, estimator: str = "second_difference") -> float:
     """The noise level of a scan relative to its foreground mean (1 / SNR)."""
-    return estimate_sigma(volume) / foreground_mean(volume)
+    return estimate_sigma(volume, estimator) / foreground_mean(volume)

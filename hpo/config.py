@@ -11,6 +11,7 @@ from data_pipeline.acquisition import Acquisition
 from data_pipeline.augment import Augment
 from data_pipeline.dataset import PatchSpec
 from data_pipeline.degrade import DEGRADATIONS
+from data_pipeline.noise import NOISE_ESTIMATORS
 from models.generator import SKIPS
 from models.grid import Factors, as_factors
 from models.upsample import UPSAMPLERS
@@ -34,6 +35,9 @@ class DataConfig:
     # while the noisy scores level off early, so clean patches get the larger share (docs/protocol.md).
     noise_free_fraction: float = 0.65
     val_noise: float = 0.03
+    # How the noise map's sigma is read from a scan, in training and at inference (data_pipeline/noise.py):
+    # second_difference, or haar, which configs saved before this key existed used.
+    noise_estimator: str = "second_difference"
     patch_size: int = 16  # LR voxels a side of an isotropic patch (data_pipeline/patches.py: lr_patch_shape)
     batch_size: int = 8
     foreground_fraction: float = 0.9  # share of patches centred on brain rather than anywhere
@@ -60,7 +64,7 @@ class DataConfig:
 
     def acquisition(self) -> Acquisition:
         return Acquisition(self.degradation, self.factors, self.slice_thickness, (self.noise_min, self.noise_max),
-                           self.val_noise, self.noise_free_fraction)
+                           self.val_noise, self.noise_free_fraction, self.noise_estimator)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ class Config:
         d = self.data
         if not 0 <= d.noise_min <= d.noise_max < 0.5 or not 0 <= d.val_noise < 0.5:
             raise ValueError("data.noise_min <= data.noise_max and data.val_noise must lie in [0, 0.5)")
+        if d.noise_estimator not in NOISE_ESTIMATORS:
+            raise ValueError(f"data.noise_estimator: {d.noise_estimator!r} is not one of {', '.join(NOISE_ESTIMATORS)}")
         if not 0 <= d.noise_free_fraction <= 1:
             raise ValueError(f"data.noise_free_fraction must lie in [0, 1], got {d.noise_free_fraction}")
         t = self.train
@@ -154,6 +160,9 @@ class Config:
 
     @classmethod
     def from_dict(cls, nested: dict[str, dict[str, Any]]) -> "Config":
+        """The config that `to_dict` wrote, also one saved by an older version (a checkpoint's)."""
+        if "data" in nested and "noise_estimator" not in nested["data"]:
+            nested = {**nested, "data": {**nested["data"], "noise_estimator": "haar"}}
         return cls().override(
             {f"{group}.{key}": value for group, values in nested.items() for key, value in values.items()}
         )

@@ -23,6 +23,7 @@ from data_pipeline.geometry import upsampled_affine
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import Volume, VolumeError, read_volume, voxel_sizes, write_volume
 from data_pipeline.noise import estimate_sigma, foreground_mean
+from hpo.config import Config
 from hpo.runtime import inference_dtype, pick_device, set_threads
 from models.checkpoint import CONFIG_FILE, load_generator
 from models.conditioning import model_input
@@ -97,7 +98,7 @@ def superresolve_volume(
     device = torch.device(device)
     scale = IntensityNorm(**meta["intensity"]).scale_of(volume.data)
     lr = (volume.data / scale)[None, None]  # (1, 1, X, Y, Z), model units
-    sigma = estimate_sigma(lr[0, 0]) if getattr(generator, "noise_map", False) else None
+    sigma = estimate_sigma(lr[0, 0], noise_estimator(meta)) if getattr(generator, "noise_map", False) else None
     sr = sliding_window_superresolve(
         generator.to(device),
         torch.from_numpy(model_input(lr, sigma)),
@@ -168,6 +169,11 @@ def fetch_model(uri: str, into: Path, tracking: str | None = None) -> Path:
     return find_checkpoint(Path(local))
 
 
+def noise_estimator(meta: dict[str, Any]) -> str:
+    """The estimator whose sigma the model's noise map was trained on."""
+    return Config.from_dict(meta["config"]).data.noise_estimator
+
+
 def load_model(source: str | Path, tracking: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """(generator, checkpoint meta) from a checkpoint folder or an MLflow model URI (models:/, runs:/)."""
     with tempfile.TemporaryDirectory(prefix="mri-sr-model-") as tmp:
@@ -226,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    noise = f"; noise sigma about {estimate_sigma(volume.data) / foreground_mean(volume.data):.1%} of the foreground mean"
+    sigma = estimate_sigma(volume.data, noise_estimator(meta))
+    noise = f"; noise sigma about {sigma / foreground_mean(volume.data):.1%} of the foreground mean"
     print(f"{args.input}: {plan}{noise if meta['generator'].get('noise_map') else ''}")
     s = factors_text(meta["scale_factor"])
     start = time.perf_counter()

@@ -27,7 +27,8 @@ def test_command_line_strings_take_the_field_type():
 
 @pytest.mark.parametrize(
     "key, value", [("model.upsampler", "bicubic"), ("data.degradation", "box"), ("data.scale_factor", 5),
-                   ("data.scale_factor", "1,1,1"), ("data.noise_max", 0.6), ("train.eval_every", 0)]
+                   ("data.scale_factor", "1,1,1"), ("data.noise_max", 0.6), ("train.eval_every", 0),
+                   ("data.noise_estimator", "mad")]
 )
 def test_invalid_values(key, value):
     with pytest.raises(ValueError):
@@ -39,3 +40,12 @@ def test_scale_factor_is_one_int_or_three():
     assert Config().override({"data.scale_factor": "2,2,2"}).data.scale_factor == 2  # equal factors: one int
     nested = Config().override({"data.scale_factor": "2,2,3"}).to_dict()
     assert Config.from_dict(json.loads(json.dumps(nested))).data.factors == (2, 2, 3)  # a checkpoint's JSON
+
+
+def test_a_config_saved_before_the_noise_estimator_was_a_setting_keeps_the_estimator_it_trained_with():
+    saved = Config().to_dict()
+    assert Config.from_dict(saved).data.noise_estimator == "second_difference"
+    del saved["data"]["noise_estimator"]  # what checkpoints and MLflow models written before it hold
+    old = Config.from_dict(saved)
+    assert old.data.noise_estimator == "haar" and old.data.acquisition().noise_estimator == "haar"
+    assert Config.from_dict({"optim": {"lr_g": 1e-3}}).data.noise_estimator == "second_difference"

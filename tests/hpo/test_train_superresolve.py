@@ -236,3 +236,27 @@ def test_a_volume_too_small_to_split_is_one_line_before_training(tmp_path, capsy
                        "--set", "data.patch_size=16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(volume) in err[0] and "fewer than one patch (16)" in err[0] and "along axis y" in err[0]
+
+
+def test_a_model_is_given_the_noise_level_as_it_was_trained_to_read_it(checkpoint):
+    """A checkpoint written before the noise estimator was a setting was trained on the Haar estimate:
+    superresolve must give it that one, not the default."""
+    from scipy import ndimage
+
+    from data_pipeline.acquisition import Acquisition
+    from data_pipeline.nifti import Volume
+    from data_pipeline.noise import estimate_sigma
+
+    generator, meta = superresolve.load_model(checkpoint)
+    old = json.loads(json.dumps(meta))
+    del old["config"]["data"]["noise_estimator"]
+    assert superresolve.noise_estimator(meta) == "second_difference" and superresolve.noise_estimator(old) == "haar"
+    # A scan with fine anatomy, which the two estimators read as different amounts of noise.
+    detail = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((48, 48, 40)), 1.0)
+    hr = np.where(blob((48, 48, 40), seed=4) > 50, 100 + 10 * detail / detail.std(), 0).astype(np.float32)
+    _, data = Acquisition("gaussian", (2, 2, 2)).simulate(hr)
+    assert estimate_sigma(data) < 0.6 * estimate_sigma(data, "haar")
+    volume = Volume(data, np.eye(4), nib.Nifti1Header(), "scan.nii.gz")
+    new_sr = superresolve.superresolve_volume(generator, meta, volume, "cpu")[0]
+    old_sr = superresolve.superresolve_volume(generator, old, volume, "cpu")[0]
+    assert not np.allclose(new_sr, old_sr)  # the two maps differ, so do the outputs
