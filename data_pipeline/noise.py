@@ -50,7 +50,9 @@ _SECOND_DIFFERENCE = np.array([1.0, -2.0, 1.0]) / np.sqrt(6.0)
 
 
 def _second_difference_band(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(band, foreground); eroding the foreground also drops the volume's outermost voxels."""
+    """(band, foreground). The foreground, found on the volume smoothed over 3^3 voxels, reaches a
+    voxel past a hard edge (a skull-stripped scan's) and the kernel a voxel further: eroded by three,
+    no kept voxel's band sees the edge. Erosion also drops the volume's outermost voxels."""
     band = volume.astype(np.float64)
     for axis in range(3):
         band = ndimage.correlate1d(band, _SECOND_DIFFERENCE, axis=axis, mode="nearest")
