@@ -71,7 +71,8 @@ def held_out_score(uri: str, search_run, tracking: str, cases_for: dict) -> tupl
     generator, meta = load_model(uri, tracking)
     config = Config.from_dict(meta["config"])
     acquisition = config.data.acquisition()
-    key = (acquisition.key(), config.data.intensity_percentile, config.data.patch_size)
+    # The estimator sets the cases' noise map: a model trained on another reads other maps.
+    key = (acquisition.key(), acquisition.noise_estimator, config.data.intensity_percentile, config.data.patch_size)
     if key not in cases_for:
         settings = recorded_settings(MlflowClient(tracking_uri(tracking)), search_run.info.run_id)
         data = (settings["data"] if settings else json.loads(search_run.data.params.get(DATA_PARAM, "[]"))) or None

@@ -81,6 +81,26 @@ def test_the_champion_moves_only_to_a_better_challenger(generators, tmp_path, ca
     assert champion() == "3"
 
 
+def test_each_model_is_scored_with_the_noise_map_it_was_trained_on(generators, tmp_path):
+    """A champion trained before the noise estimator was a setting (Haar) and a challenger trained
+    after it are scored on the same held-out data, each with the noise level read its own way."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = ensure_experiment(client, uri, EXPERIMENT)
+    meta, state = load_checkpoint(generators["good"])
+    del meta["config"]["data"]["noise_estimator"]  # as such a checkpoint was written
+    old = save_checkpoint(tmp_path / "old", meta, state)
+    runs = {name: client.get_run(add_search(client, uri, experiment, name, checkpoint))
+            for name, checkpoint in (("old", old), ("new", generators["good"]))}
+    search_run = client.get_run(runs["new"].data.tags[PARENT_TAG])
+    cases_for: dict = {}
+    for run in runs.values():
+        promote.held_out_score(run.data.tags[MODEL_URI_TAG], search_run, uri, cases_for)
+    sigmas = {key[1]: [case.sigma for case in cases] for key, cases in cases_for.items()}
+    assert set(sigmas) == {"haar", "second_difference"}
+    assert all(new < old for new, old in zip(sigmas["second_difference"], sigmas["haar"]))
+
+
 def test_an_unknown_search_is_a_one_line_error(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri, registry_uri=uri)  # never the registry an earlier test set for the process
