@@ -22,7 +22,7 @@ from torch import nn
 from data_pipeline.geometry import upsampled_affine
 from data_pipeline.intensity import IntensityNorm
 from data_pipeline.nifti import Volume, VolumeError, read_volume, voxel_sizes, write_volume
-from data_pipeline.noise import estimate_sigma, foreground_mean
+from data_pipeline.noise import estimate_level, estimate_sigma
 from hpo.config import Config
 from hpo.runtime import inference_dtype, pick_device, set_threads
 from models.checkpoint import CONFIG_FILE, load_generator
@@ -232,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    sigma = estimate_sigma(volume.data, noise_estimator(meta))
-    noise = f"; noise sigma about {sigma / foreground_mean(volume.data):.1%} of the foreground mean"
-    print(f"{args.input}: {plan}{noise if meta['generator'].get('noise_map') else ''}")
+    noise = ""
+    if meta["generator"].get("noise_map"):
+        noise = f"; noise sigma about {estimate_level(volume.data, noise_estimator(meta)):.1%} of the foreground mean"
+    print(f"{args.input}: {plan}{noise}")
     s = factors_text(meta["scale_factor"])
     start = time.perf_counter()
     data, affine, raw_outside = superresolve_volume(
