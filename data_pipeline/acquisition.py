@@ -22,7 +22,7 @@ class Acquisition:
     noise: tuple[float, float] = (0.0, 0.0)  # training: a level per patch from this range (x foreground mean)
     val_noise: float = 0.0  # validation and held-out scores: this level, fixed noise
     noise_free_fraction: float = 0.0  # training: this share of the patches gets no noise
-    noise_estimator: str = "second_difference"  # how a scan's sigma is read for the model (data_pipeline/noise.py)
+    noise_estimator: str = "third_difference"  # how a scan's sigma is read for the model (data_pipeline/noise.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale_factor", as_factors(self.scale_factor))

@@ -36,8 +36,8 @@ class DataConfig:
     noise_free_fraction: float = 0.65
     val_noise: float = 0.03
     # How the noise map's sigma is read from a scan, in training and at inference (data_pipeline/noise.py):
-    # second_difference, or haar, which configs saved before this key existed used.
-    noise_estimator: str = "second_difference"
+    # third_difference, second_difference, or haar, which configs saved before this key existed used.
+    noise_estimator: str = "third_difference"
     patch_size: int = 16  # LR voxels a side of an isotropic patch (data_pipeline/patches.py: lr_patch_shape)
     batch_size: int = 8
     foreground_fraction: float = 0.9  # share of patches centred on brain rather than anywhere
