@@ -33,7 +33,7 @@ class DataConfig:
     noise_max: float = 0.06
     # Share of training patches left without noise. Clean detail keeps improving with every clean patch
     # while the noisy scores level off early, so clean patches get the larger share (docs/protocol.md).
-    noise_free_fraction: float = 0.65
+    noise_free_fraction: float = 0.8
     val_noise: float = 0.03
     # How the noise map's sigma is read from a scan, in training and at inference (data_pipeline/noise.py):
     # third_difference, second_difference, or haar, which configs saved before this key existed used.
