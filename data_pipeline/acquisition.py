@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from data_pipeline.degrade import crop_to_multiple, get_degradation
-from data_pipeline.noise import fixed_noise
+from data_pipeline.noise import DEFAULT_ESTIMATOR, fixed_noise
 from models.grid import Factors, Grid, as_factors, factors_text
 
 
@@ -22,7 +22,7 @@ class Acquisition:
     noise: tuple[float, float] = (0.0, 0.0)  # training: a level per patch from this range (x foreground mean)
     val_noise: float = 0.0  # validation and held-out scores: this level, fixed noise
     noise_free_fraction: float = 0.0  # training: this share of the patches gets no noise
-    noise_estimator: str = "third_difference"  # how a scan's sigma is read for the model (data_pipeline/noise.py)
+    noise_estimator: str = DEFAULT_ESTIMATOR  # how a scan's sigma is read for the model (data_pipeline/noise.py)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scale_factor", as_factors(self.scale_factor))

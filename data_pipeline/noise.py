@@ -81,9 +81,11 @@ NOISE_ESTIMATORS = {
     "second_difference": partial(_difference_band, kernel=_SECOND_DIFFERENCE),
     "haar": _haar_band,
 }
+# What new models are trained with; a saved config names its own (hpo/config.py: Config.from_dict).
+DEFAULT_ESTIMATOR = "third_difference"
 
 
-def estimate_sigma(volume: np.ndarray, estimator: str = "third_difference") -> float:
+def estimate_sigma(volume: np.ndarray, estimator: str = DEFAULT_ESTIMATOR) -> float:
     """The noise sigma of a magnitude scan, from a high-pass band of it inside the foreground.
 
     In the foreground, where the signal is well above sigma, Rician noise is close to Gaussian, so
@@ -93,9 +95,8 @@ def estimate_sigma(volume: np.ndarray, estimator: str = "third_difference") -> f
 
     "third_difference" (the default) filters with [1, -3, 3, -1] along every axis: it passes white
     noise whole and the anatomy that a scanner's blur has smoothed hardly at all. "second_difference"
-    ([1, -2, 1], Immerkaer's estimator in 3D) reads about twice as much anatomy as noise and "haar",
-    the finest 3D Haar band, about twice as much again (docs/protocol.md); models trained before the
-    default changed keep the estimator their config names.
+    ([1, -2, 1], Immerkaer's estimator in 3D) reads about twice that anatomy, and "haar", the finest
+    3D Haar band, about twice again (docs/protocol.md); models trained with them keep them.
     """
     if estimator not in NOISE_ESTIMATORS:
         raise ValueError(f"unknown noise estimator {estimator!r}; choose one of {', '.join(NOISE_ESTIMATORS)}")
@@ -104,6 +105,6 @@ def estimate_sigma(volume: np.ndarray, estimator: str = "third_difference") -> f
     return float(np.median(np.abs(values)) / MAD_PER_SIGMA)
 
 
-def estimate_level(volume: np.ndarray, estimator: str = "third_difference") -> float:
+def estimate_level(volume: np.ndarray, estimator: str = DEFAULT_ESTIMATOR) -> float:
     """The noise level of a scan relative to its foreground mean (1 / SNR)."""
     return estimate_sigma(volume, estimator) / foreground_mean(volume)

@@ -11,7 +11,7 @@ from data_pipeline.acquisition import Acquisition
 from data_pipeline.augment import Augment
 from data_pipeline.dataset import PatchSpec
 from data_pipeline.degrade import DEGRADATIONS
-from data_pipeline.noise import NOISE_ESTIMATORS
+from data_pipeline.noise import DEFAULT_ESTIMATOR, NOISE_ESTIMATORS
 from models.generator import SKIPS
 from models.grid import Factors, as_factors
 from models.upsample import UPSAMPLERS
@@ -36,8 +36,8 @@ class DataConfig:
     noise_free_fraction: float = 0.8
     val_noise: float = 0.03
     # How the noise map's sigma is read from a scan, in training and at inference (data_pipeline/noise.py):
-    # third_difference, second_difference, or haar, which configs saved before this key existed used.
-    noise_estimator: str = "third_difference"
+    # one of NOISE_ESTIMATORS; configs saved before this key existed were trained with haar.
+    noise_estimator: str = DEFAULT_ESTIMATOR
     patch_size: int = 16  # LR voxels a side of an isotropic patch (data_pipeline/patches.py: lr_patch_shape)
     batch_size: int = 8
     foreground_fraction: float = 0.9  # share of patches centred on brain rather than anywhere
