@@ -45,9 +45,11 @@ class DataConfig:
     # The training volumes' typical voxel size, recorded by hpo/train.py and the search (0: unknown):
     # hpo/superresolve.py warns when a scan's LR voxels differ much from hr_voxel_mm x scale_factor.
     hr_voxel_mm: float = 0.0
-    # Augmentation of training patches (data_pipeline/augment.py), off by default: random flips and
-    # axis permutations; per-patch gamma (largest |log gamma|) and intensity scale (largest change).
-    augment_flips: bool = False
+    # Augmentation of training patches (data_pipeline/augment.py). Random flips and axis permutations,
+    # on by default: a small generator learns the noise and the detail of a few volumes, which show each
+    # structure in one orientation, from far more patches (docs/protocol.md). Per-patch gamma (largest
+    # |log gamma|) and intensity scale (largest change), off by default.
+    augment_flips: bool = True
     augment_gamma: float = 0.0
     augment_scale: float = 0.0
 
@@ -95,7 +97,7 @@ class LossConfig:
     # MSE, the loss PSNR measures: early in training it passes cubic B-spline well before L1 does.
     content: Literal["mse", "l1"] = "mse"
     content_weight: float = 1.0
-    gradient_weight: float = 0.5
+    gradient_weight: float = 1.0  # image-gradient MSE: weighs the error at edges, where cubic B-spline fails
     adversarial_weight: float = 1e-3  # 0 trains no discriminator at all
 
 
