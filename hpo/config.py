@@ -45,10 +45,10 @@ class DataConfig:
     # The training volumes' typical voxel size, recorded by hpo/train.py and the search (0: unknown):
     # hpo/superresolve.py warns when a scan's LR voxels differ much from hr_voxel_mm x scale_factor.
     hr_voxel_mm: float = 0.0
-    # Augmentation of training patches (data_pipeline/augment.py). Random flips and axis permutations,
-    # on by default: a small generator learns the noise and the detail of a few volumes, which show each
-    # structure in one orientation, from far more patches (docs/protocol.md). Per-patch gamma (largest
-    # |log gamma|) and intensity scale (largest change), off by default.
+    # Augmentation of training patches (data_pipeline/augment.py). Random flips and axis permutations
+    # are on by default: a few training volumes show each structure in one orientation, and the small
+    # generator learns detail and noise better from all 48 (docs/protocol.md, "Patches"). Per-patch
+    # gamma (largest |log gamma|) and intensity scale (largest change) are off by default.
     augment_flips: bool = True
     augment_gamma: float = 0.0
     augment_scale: float = 0.0
