@@ -52,57 +52,98 @@ _SECOND_DIFFERENCE = np.array([1.0, -2.0, 1.0]) / np.sqrt(6.0)
 _THIRD_DIFFERENCE = np.array([1.0, -3.0, 3.0, -1.0]) / np.sqrt(20.0)
 
 
-def _difference_band(volume: np.ndarray, kernel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(band, foreground): `kernel` along every axis, and the foreground its band may be read in.
+def _reading_mask(volume: np.ndarray, reach: int) -> np.ndarray:
+    """The foreground in which a band whose kernel reaches `reach` voxels may be read.
 
     The foreground, found on the volume smoothed over 3^3 voxels, reaches a voxel past a hard edge
-    (a skull-stripped scan's); the kernel reaches len(kernel) // 2 voxels further. Eroded by both
-    and one voxel more, no kept voxel's band sees the edge. Erosion also drops the outermost voxels.
+    (a skull-stripped scan's); eroded by the kernel's reach and two voxels more, no kept voxel's
+    band sees the edge. Erosion also drops the outermost voxels.
     """
+    mask = foreground(ndimage.uniform_filter(volume.astype(np.float32, copy=False), 3))
+    return ndimage.binary_erosion(mask, iterations=2 + reach)
+
+
+def _difference_band(volume: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     band = volume.astype(np.float64)
     for axis in range(3):
         band = ndimage.correlate1d(band, kernel, axis=axis, mode="nearest")
-    mask = foreground(ndimage.uniform_filter(volume.astype(np.float32, copy=False), 3))
-    return band, ndimage.binary_erosion(mask, iterations=2 + len(kernel) // 2)
+    return band
 
 
-def _haar_band(volume: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(band, foreground) of each 2x2x2 block: its +-1 checkerboard sum over sqrt(8)."""
+def _mad_sigma(band: np.ndarray, inside: np.ndarray) -> float:
+    """The band's median absolute value over 0.6745, inside the mask (the whole band when it keeps
+    too few voxels to read)."""
+    values = band[inside] if inside.sum() >= 64 else band.ravel()
+    return float(np.median(np.abs(values)) / MAD_PER_SIGMA)
+
+
+def _difference_sigma(volume: np.ndarray, kernel: np.ndarray) -> float:
+    return _mad_sigma(_difference_band(volume, kernel), _reading_mask(volume, len(kernel) // 2))
+
+
+# What anatomy reads through the second difference over what it reads through the third, in a real
+# brain blurred by a Gaussian (1.71 on the template, 1.69 on a whole-head scan); white noise reads
+# the same through both. Degradations that leave more anatomy near the Nyquist frequency show a
+# lower ratio, and less of their anatomy is taken out (docs/protocol.md).
+ANATOMY_BAND_RATIO = 1.7
+
+
+def two_band_readings(volume: np.ndarray) -> tuple[float, float]:
+    """(second, third): the two differences' sigma readings, on the same voxels."""
+    inside = _reading_mask(volume, len(_THIRD_DIFFERENCE) // 2)
+    return (_mad_sigma(_difference_band(volume, _SECOND_DIFFERENCE), inside),
+            _mad_sigma(_difference_band(volume, _THIRD_DIFFERENCE), inside))
+
+
+def _two_band_sigma(volume: np.ndarray) -> float:
+    """The third difference's reading less the anatomy in it, told apart by the second difference.
+
+    With n the noise and a the anatomy as the third difference reads them, the two readings are
+    r3^2 = n^2 + a^2 and r2^2 = n^2 + (k a)^2, k = ANATOMY_BAND_RATIO; so a^2 = (r2^2 - r3^2) / (k^2 - 1).
+    """
+    r2, r3 = two_band_readings(volume)
+    anatomy = max(0.0, r2 * r2 - r3 * r3) / (ANATOMY_BAND_RATIO**2 - 1)
+    return float(np.sqrt(max(0.0, r3 * r3 - anatomy)))
+
+
+def _haar_sigma(volume: np.ndarray) -> float:
+    """From the finest 3D Haar band: each 2x2x2 block's +-1 checkerboard sum over sqrt(8)."""
     v = volume[tuple(slice(0, n - n % 2) for n in volume.shape)].astype(np.float64)
     blocks = v.reshape(v.shape[0] // 2, 2, v.shape[1] // 2, 2, v.shape[2] // 2, 2)
     sign = np.array([1.0, -1.0])
     checker = sign[:, None, None] * sign[None, :, None] * sign[None, None, :]  # (2, 2, 2)
     band = np.einsum("aibjck,ijk->abc", blocks, checker) / np.sqrt(8)
-    return band, ndimage.binary_erosion(foreground(blocks.mean(axis=(1, 3, 5))))
+    return _mad_sigma(band, ndimage.binary_erosion(foreground(blocks.mean(axis=(1, 3, 5)))))
 
 
 NOISE_ESTIMATORS = {
-    "third_difference": partial(_difference_band, kernel=_THIRD_DIFFERENCE),
-    "second_difference": partial(_difference_band, kernel=_SECOND_DIFFERENCE),
-    "haar": _haar_band,
+    "two_band": _two_band_sigma,
+    "third_difference": partial(_difference_sigma, kernel=_THIRD_DIFFERENCE),
+    "second_difference": partial(_difference_sigma, kernel=_SECOND_DIFFERENCE),
+    "haar": _haar_sigma,
 }
 # What new models are trained with; a saved config names its own (hpo/config.py: Config.from_dict).
-DEFAULT_ESTIMATOR = "third_difference"
+DEFAULT_ESTIMATOR = "two_band"
 
 
 def estimate_sigma(volume: np.ndarray, estimator: str = DEFAULT_ESTIMATOR) -> float:
-    """The noise sigma of a magnitude scan, from a high-pass band of it inside the foreground.
+    """The noise sigma of a magnitude scan, from high-pass bands of it inside the foreground.
 
     In the foreground, where the signal is well above sigma, Rician noise is close to Gaussian, so
-    the band's median absolute value / 0.6745 is sigma, robust to the edges that leak in. The
+    a band's median absolute value / 0.6745 is sigma, robust to the edges that leak in. The
     background and the foreground's outer layer are left out: in the background the noise is
     Rayleigh (and a skull-stripped scan has none), and the outer layer straddles the edge.
 
-    "third_difference" (the default) filters with [1, -3, 3, -1] along every axis: it passes white
-    noise whole and the anatomy that a scanner's blur has smoothed hardly at all. "second_difference"
-    ([1, -2, 1], Immerkaer's estimator in 3D) reads about twice that anatomy, and "haar", the finest
-    3D Haar band, about twice again (docs/protocol.md); models trained with them keep them.
+    The difference estimators filter with [1, -2, 1] (Immerkaer's kernel in 3D) or [1, -3, 3, -1]
+    along every axis, normalised to pass white noise whole; the anatomy that a scanner's blur has
+    left near the Nyquist frequency passes too and is read as noise, the second difference reading
+    about 1.7 times what the third reads, "haar" (the finest 3D Haar band) about twice that again.
+    "two_band" (the default) uses that ratio to take the anatomy out of the third difference's
+    reading. Models trained with the others keep theirs (docs/protocol.md).
     """
     if estimator not in NOISE_ESTIMATORS:
         raise ValueError(f"unknown noise estimator {estimator!r}; choose one of {', '.join(NOISE_ESTIMATORS)}")
-    band, inside = NOISE_ESTIMATORS[estimator](volume)
-    values = band[inside] if inside.sum() >= 64 else band.ravel()
-    return float(np.median(np.abs(values)) / MAD_PER_SIGMA)
+    return NOISE_ESTIMATORS[estimator](volume)
 
 
 def estimate_level(volume: np.ndarray, estimator: str = DEFAULT_ESTIMATOR) -> float:

@@ -3,7 +3,10 @@ import pytest
 from scipy import ndimage
 
 from data_pipeline.acquisition import Acquisition
+from data_pipeline.default_data import MNI152_T1
+from data_pipeline.nifti import read_volume
 from data_pipeline.noise import (
+    ANATOMY_BAND_RATIO,
     MAD_PER_SIGMA,
     NOISE_ESTIMATORS,
     estimate_level,
@@ -11,10 +14,11 @@ from data_pipeline.noise import (
     fixed_noise,
     foreground_mean,
     rician,
+    two_band_readings,
 )
 from data_pipeline.patches import PatchSampler
 from models.conditioning import NOISE_MAP_GAIN
-from tests.conftest import blob
+from tests.conftest import ANATOMICAL, blob
 
 
 def test_rician_noise_statistics_and_its_bias_at_low_snr():
@@ -55,23 +59,60 @@ def test_sigma_is_estimated_from_the_scan(level, estimator):
     assert MAD_PER_SIGMA == pytest.approx(0.6745)
 
 
+def detailed_head(size: int = 96, seed: int = 4) -> np.ndarray:
+    """Anatomy with detail down to the HR voxel inside a smooth head."""
+    detail = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((size,) * 3), 1.0)
+    return np.where(blob((size,) * 3, seed=seed) > 50, 100 + 10 * detail / detail.std(), 0).astype(np.float32)
+
+
 def test_the_default_estimator_reads_less_anatomy_as_noise():
-    # Anatomy with detail down to the HR voxel, then the scanner's blur and sampling: what is left in
-    # the LR's finest band is anatomy, and a noise map that reads it as noise smooths it away. The
-    # higher the difference, the less of it passes, while white noise passes every one whole.
-    rng = np.random.default_rng(4)
-    detail = ndimage.gaussian_filter(rng.standard_normal((96, 96, 96)), 1.0)
-    hr = np.where(blob((96, 96, 96), seed=4) > 50, 100 + 10 * detail / detail.std(), 0).astype(np.float32)
-    _, lr = Acquisition("gaussian", (2, 2, 2)).simulate(hr)
+    # The scanner's blur and sampling leave some of the anatomy in the LR's finest band, and a noise
+    # map that reads it as noise smooths it away. The higher the difference, the less of it passes,
+    # while white noise passes every one whole; two_band takes out what the third still reads.
+    _, lr = Acquisition("gaussian", (2, 2, 2)).simulate(detailed_head())
     sigma = 0.02 * foreground_mean(lr)
-    assert estimate_sigma(lr) < 0.7 * estimate_sigma(lr, "second_difference") < 0.6 * estimate_sigma(lr, "haar")
-    assert estimate_sigma(lr) < 0.3 * sigma
+    read = {name: estimate_sigma(lr, name) for name in NOISE_ESTIMATORS}
+    assert read["two_band"] < 0.5 * read["third_difference"]
+    assert read["third_difference"] < 0.7 * read["second_difference"] < 0.6 * read["haar"]
+    assert read["third_difference"] < 0.3 * sigma and estimate_sigma(lr) == read["two_band"]
     noisy = rician(lr, sigma, np.random.default_rng(5))
-    assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.05)
+    assert estimate_sigma(noisy) == pytest.approx(sigma, rel=0.03)
+    assert estimate_sigma(noisy, "third_difference") == pytest.approx(sigma, rel=0.05)
     assert estimate_sigma(noisy, "second_difference") == pytest.approx(sigma, rel=0.15)
     assert estimate_sigma(noisy, "haar") > 1.2 * sigma
     with pytest.raises(ValueError, match="unknown noise estimator 'mad'"):
         estimate_sigma(lr, "mad")
+
+
+@pytest.fixture(scope="module")
+def template() -> np.ndarray:
+    return read_volume(MNI152_T1).data
+
+
+@pytest.mark.parametrize("factors", [(2, 2, 2), (1, 1, 4), (2, 2, 3)])
+@pytest.mark.parametrize("degradation", ["gaussian", "kspace", "blockmean", "thick_slice"])
+def test_two_band_takes_out_no_more_than_a_real_brains_anatomy(template, degradation, factors):
+    # Taking out more than the anatomy would read a noisy scan as a cleaner one, and the model would
+    # sharpen its noise. ANATOMY_BAND_RATIO is the ratio a real brain blurred by a Gaussian shows
+    # through the two bands; a degradation that leaves more anatomy near the Nyquist frequency shows
+    # a lower ratio, and less of it is taken out: the estimate lies between the noise and the third
+    # difference's reading.
+    _, lr = Acquisition(degradation, factors).simulate(template)
+    second, third = two_band_readings(lr)
+    assert 1.0 < second / third <= 1.01 * ANATOMY_BAND_RATIO
+    assert estimate_sigma(lr) <= estimate_sigma(lr, "third_difference")
+    for level in (0.005, 0.02):  # the low-noise bias included
+        sigma = level * foreground_mean(lr)
+        noisy = rician(lr, sigma, np.random.default_rng(6))
+        assert 0.95 * sigma < estimate_sigma(noisy) <= estimate_sigma(noisy, "third_difference")
+
+
+def test_two_band_reads_a_clean_whole_head_scan_as_nearly_clean():
+    # nibabel's anatomical.nii as HR, gaussian x2: its coarse anatomy reads 0.7 % of the foreground
+    # mean through the third difference alone.
+    _, lr = Acquisition("gaussian", (2, 2, 2)).simulate(read_volume(ANATOMICAL).data)
+    assert estimate_level(lr) < 0.2 * estimate_level(lr, "third_difference")
+    assert estimate_level(lr, "third_difference") > 0.005
 
 
 def test_validation_noise_is_fixed_per_volume():

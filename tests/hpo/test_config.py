@@ -44,10 +44,11 @@ def test_scale_factor_is_one_int_or_three():
 
 def test_a_config_saved_before_the_noise_estimator_was_a_setting_keeps_the_estimator_it_trained_with():
     saved = Config().to_dict()
-    assert Config.from_dict(saved).data.noise_estimator == "third_difference"
-    saved["data"]["noise_estimator"] = "second_difference"  # the default of models trained before it changed
-    assert Config.from_dict(saved).data.noise_estimator == "second_difference"
+    assert Config.from_dict(saved).data.noise_estimator == "two_band"
+    for earlier_default in ("second_difference", "third_difference"):  # models trained before it changed
+        saved["data"]["noise_estimator"] = earlier_default
+        assert Config.from_dict(saved).data.noise_estimator == earlier_default
     del saved["data"]["noise_estimator"]  # what checkpoints and MLflow models written before it hold
     old = Config.from_dict(saved)
     assert old.data.noise_estimator == "haar" and old.data.acquisition().noise_estimator == "haar"
-    assert Config.from_dict({"optim": {"lr_g": 1e-3}}).data.noise_estimator == "third_difference"
+    assert Config.from_dict({"optim": {"lr_g": 1e-3}}).data.noise_estimator == "two_band"

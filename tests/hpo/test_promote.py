@@ -97,8 +97,8 @@ def test_each_model_is_scored_with_the_noise_map_it_was_trained_on(generators, t
     for run in runs.values():
         promote.held_out_score(run.data.tags[MODEL_URI_TAG], search_run, uri, cases_for)
     sigmas = {key[1]: [case.sigma for case in cases] for key, cases in cases_for.items()}
-    assert set(sigmas) == {"haar", "third_difference"}
-    assert all(new < old for new, old in zip(sigmas["third_difference"], sigmas["haar"]))
+    assert set(sigmas) == {"haar", "two_band"}
+    assert all(new < old for new, old in zip(sigmas["two_band"], sigmas["haar"]))
 
 
 def test_an_unknown_search_is_a_one_line_error(tmp_path, capsys):

@@ -250,7 +250,7 @@ def test_a_model_is_given_the_noise_level_as_it_was_trained_to_read_it(checkpoin
     generator, meta = superresolve.load_model(checkpoint)
     old = json.loads(json.dumps(meta))
     del old["config"]["data"]["noise_estimator"]
-    assert superresolve.noise_estimator(meta) == "third_difference" and superresolve.noise_estimator(old) == "haar"
+    assert superresolve.noise_estimator(meta) == "two_band" and superresolve.noise_estimator(old) == "haar"
     # A scan with fine anatomy, which the two estimators read as different amounts of noise.
     detail = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((48, 48, 40)), 1.0)
     hr = np.where(blob((48, 48, 40), seed=4) > 50, 100 + 10 * detail / detail.std(), 0).astype(np.float32)
