@@ -101,6 +101,10 @@ def loopback_node(tmp_path_factory):
         run("useradd", "--create-home", "--shell", "/bin/bash", NODE_USER)
     run("usermod", "-p", "*", NODE_USER)  # unlocked for key logins, no password
     run("pkill", "-9", "-u", NODE_USER, check=False)  # what an earlier, interrupted run left
+    # The node's Ray and the user's launcher share this machine's /tmp/ray. Ray makes it writable by
+    # every user when it creates it; the launcher's lock file, written as root, may create it first.
+    Path("/tmp/ray").mkdir(exist_ok=True)
+    Path("/tmp/ray").chmod(0o777)
     home = Path(pwd.getpwnam(NODE_USER).pw_dir)
     # An earlier run's MLflow database goes; its virtual environment stays (minutes to rebuild).
     shutil.rmtree(home / "mri-sr-mlflow", ignore_errors=True)
