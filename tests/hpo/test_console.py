@@ -26,7 +26,8 @@ def test_make_run_shows_progress_and_ends_with_the_summary(ray_cluster, tmp_path
     )
     lines = done.stdout.splitlines()
     assert done.returncode == 0, done.stdout[-4000:]
-    assert [line for line in lines if CHATTER.search(line)] == []
+    chatter = [i for i, line in enumerate(lines) if CHATTER.search(line)]
+    assert chatter == [], "\n".join(lines[max(0, chatter[0] - 5):chatter[0] + 30])  # a traceback's own lines
     # One progress line per trial and per refit, in the search's words.
     assert sum(bool(re.match(r"trial [1-4]/4 \w{8} (finished|stopped early) at step \d", line)) for line in lines) == 4
     assert sum(bool(re.match(r"refit [12]/2 (champion|defaults) finished at step 8", line)) for line in lines) == 2
