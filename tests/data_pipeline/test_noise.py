@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from data_pipeline.acquisition import Acquisition
 from data_pipeline.default_data import MNI152_T1
@@ -18,7 +17,7 @@ from data_pipeline.noise import (
 )
 from data_pipeline.patches import PatchSampler
 from models.conditioning import NOISE_MAP_GAIN
-from tests.conftest import ANATOMICAL, blob
+from tests.conftest import ANATOMICAL, blob, detailed_head
 
 
 def test_rician_noise_statistics_and_its_bias_at_low_snr():
@@ -57,12 +56,6 @@ def test_sigma_is_estimated_from_the_scan(level, estimator):
     assert estimate_level(noisy, estimator) == pytest.approx(level, rel=0.15)
     assert estimate_sigma(smooth, estimator) < 0.1 * sigma  # a noise-free smooth volume has almost none
     assert MAD_PER_SIGMA == pytest.approx(0.6745)
-
-
-def detailed_head(size: int = 96, seed: int = 4) -> np.ndarray:
-    """Anatomy with detail down to the HR voxel inside a smooth head."""
-    detail = ndimage.gaussian_filter(np.random.default_rng(seed).standard_normal((size,) * 3), 1.0)
-    return np.where(blob((size,) * 3, seed=seed) > 50, 100 + 10 * detail / detail.std(), 0).astype(np.float32)
 
 
 def test_the_default_estimator_reads_less_anatomy_as_noise():

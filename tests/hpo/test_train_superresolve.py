@@ -12,7 +12,7 @@ import pytest
 from data_pipeline.geometry import upsampled_affine
 from hpo import superresolve, train
 from hpo.runtime import PROJECT_ROOT
-from tests.conftest import blob, write_nifti
+from tests.conftest import blob, detailed_head, write_nifti
 
 
 @pytest.fixture(scope="module")
@@ -241,8 +241,6 @@ def test_a_volume_too_small_to_split_is_one_line_before_training(tmp_path, capsy
 def test_a_model_is_given_the_noise_level_as_it_was_trained_to_read_it(checkpoint):
     """A checkpoint written before the noise estimator was a setting was trained on the Haar estimate:
     superresolve must give it that one, not the default."""
-    from scipy import ndimage
-
     from data_pipeline.acquisition import Acquisition
     from data_pipeline.nifti import Volume
     from data_pipeline.noise import estimate_sigma
@@ -252,9 +250,7 @@ def test_a_model_is_given_the_noise_level_as_it_was_trained_to_read_it(checkpoin
     del old["config"]["data"]["noise_estimator"]
     assert superresolve.noise_estimator(meta) == "two_band" and superresolve.noise_estimator(old) == "haar"
     # A scan with fine anatomy, which the two estimators read as different amounts of noise.
-    detail = ndimage.gaussian_filter(np.random.default_rng(0).standard_normal((48, 48, 40)), 1.0)
-    hr = np.where(blob((48, 48, 40), seed=4) > 50, 100 + 10 * detail / detail.std(), 0).astype(np.float32)
-    _, data = Acquisition("gaussian", (2, 2, 2)).simulate(hr)
+    _, data = Acquisition("gaussian", (2, 2, 2)).simulate(detailed_head((48, 48, 40)))
     assert estimate_sigma(data) < 0.6 * estimate_sigma(data, "haar")
     volume = Volume(data, np.eye(4), nib.Nifti1Header(), "scan.nii.gz")
     new_sr = superresolve.superresolve_volume(generator, meta, volume, "cpu")[0]
